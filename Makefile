@@ -1,0 +1,35 @@
+# synthdb developer entry points. Each target creates .venv when missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests use the local PostgreSQL server when it answers (CI sets SYNTHDB_TEST_POSTGRES_URL explicitly).
+PG_DEFAULT := postgresql://postgres@127.0.0.1:5432/test
+export SYNTHDB_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo $(PG_DEFAULT))
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf demo-workspace
+	$(BIN)/synthdb demo demo-workspace
+
+test: $(STAMP)
+	$(BIN)/ruff check synthdb cli migrations tests bench
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check synthdb cli migrations tests bench
+	$(BIN)/ruff format --check synthdb cli migrations tests bench
+
+clean:
+	rm -rf $(VENV) demo-workspace build dist *.egg-info .pytest_cache .ruff_cache

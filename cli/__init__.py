@@ -1,0 +1,1 @@
+"""The ``synthdb`` command line: thin click commands over the ``synthdb`` library."""

@@ -1,0 +1,12 @@
+"""Entry point of the ``synthdb`` console script: the root group with every command registered."""
+
+from synthdb.cli import store_cmds, workspace_cmds  # noqa: F401 - importing registers the commands
+from synthdb.cli.app import cli
+
+
+def main() -> None:
+    cli(prog_name="synthdb")
+
+
+if __name__ == "__main__":
+    main()

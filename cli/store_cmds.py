@@ -1,0 +1,83 @@
+"""Store and query commands: query, fsck, gc."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from synthdb.analysis import query as q
+from synthdb.cli.app import Options, cli, pass_options
+from synthdb.progress import progress_bar
+from synthdb.store import fsck as checks
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(q.FORMATS), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to FILE.")
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "catalog"]),
+    default="duckdb",
+    show_default=True,
+    help="duckdb: catalog + shard views; catalog: the SQL runs on the catalog database itself.",
+)
+@pass_options
+def query(opts: Options, sql: str, fmt: str, output: str | None, engine: str) -> None:
+    """Run read-only SQL over the catalog (schema `catalog`) and the views `embeddings` and `latents`."""
+    with opts.open() as ctx:
+        table = q.query(ctx, sql, engine)
+    if fmt == "table" and output is None and sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table(*table.column_names)
+        for row in table.slice(0, 200).to_pylist():
+            view.add_row(*(q._cell(v) for v in row.values()))
+        Console().print(view)
+        return
+    text = q.write_result(table, fmt, output)
+    if text is not None:
+        click.echo(text)
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="Compare sizes only; skip re-hashing every shard.")
+@pass_options
+def fsck(opts: Options, quick: bool) -> None:
+    """Check store files against catalog rows: missing, corrupt, orphan and staged files."""
+    with opts.open() as ctx, progress_bar(None, "checking shards", opts.quiet) as advance:
+        report = checks.fsck(ctx, verify=not quick, advance=advance)
+    for kind in ("missing", "corrupt", "orphans", "staged"):
+        for path in getattr(report, kind):
+            click.echo(f"{kind.rstrip('s')}: {path}")
+    if report.clean:
+        click.echo(f"clean: {report.checked} committed shards checked")
+        return
+    click.echo(
+        f"{report.checked} committed shards checked; {len(report.missing)} missing, "
+        f"{len(report.corrupt)} corrupt, {len(report.orphans)} orphan, {len(report.staged)} staged. "
+        "`synthdb gc` removes orphan and staged files; missing or corrupt shards need the command "
+        "that wrote them re-run."
+    )
+    sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--min-age",
+    default=300.0,
+    show_default=True,
+    help="Keep unreferenced files younger than this many seconds (a live writer may own them).",
+)
+@pass_options
+def gc(opts: Options, min_age: float) -> None:
+    """Remove files no catalog row references, and retired shards."""
+    with opts.open() as ctx:
+        report = checks.gc(ctx, min_age=min_age)
+    for path in report.removed_files:
+        click.echo(f"removed {path}")
+    for path in report.kept_young:
+        click.echo(f"kept {path} (younger than {min_age:g}s; pass --min-age 0 to remove)")
+    click.echo(f"{len(report.removed_files)} files and {report.removed_rows} retired rows removed")

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the catalog, shipped inside the wheel as ``synthdb.migrations``."""

@@ -1,0 +1,5 @@
+"""The SQL catalog: schema, engine setup, migrations and the queries other modules share."""
+
+from synthdb.catalog.engine import Catalog
+
+__all__ = ["Catalog"]

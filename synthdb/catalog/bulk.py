@@ -1,0 +1,118 @@
+"""Bulk writes into the catalog: id allocation, identities and samples, many rows per round trip.
+
+Ids are allocated before rows are inserted so that the shard files that reference them can be
+written while the rows are being inserted (see ``synthdb.store.commit``). On SQLite the caller holds
+the write lock (``BEGIN IMMEDIATE``), so ``max(id)`` is stable; on PostgreSQL the table's sequence
+hands out the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from synthdb.catalog.schema import SAMPLE_ROLES, Identity, Sample
+from synthdb.errors import SynthdbError
+
+
+def allocate_ids(conn: Connection, table: sa.Table, count: int) -> np.ndarray:
+    """Reserve ``count`` primary-key values of ``table`` inside the current transaction."""
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table.name, "n": count},
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
+    start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()
+    return np.arange(start + 1, start + 1 + count, dtype=np.int64)
+
+
+def identity_ids(
+    conn: Connection,
+    dataset_id: int,
+    labels: Sequence[str],
+    attributes: Sequence[dict[str, Any] | None] | None = None,
+) -> np.ndarray:
+    """Ids of the identities with these labels in a dataset, creating the missing ones (get-or-create)."""
+    table = Identity.__table__
+    wanted = list(dict.fromkeys(labels))
+    known: dict[str, int] = {}
+    for start in range(0, len(wanted), 10_000):  # bounded IN lists
+        chunk = wanted[start : start + 10_000]
+        rows = conn.execute(
+            sa.select(table.c.label, table.c.id).where(
+                table.c.dataset_id == dataset_id, table.c.label.in_(chunk)
+            )
+        )
+        known.update({label: ident for label, ident in rows})
+    missing = [label for label in wanted if label not in known]
+    if missing:
+        attrs = dict(zip(labels, attributes, strict=True)) if attributes is not None else {}
+        ids = allocate_ids(conn, table, len(missing))
+        conn.execute(
+            sa.insert(table),
+            [
+                {"id": int(i), "dataset_id": dataset_id, "label": label, "attributes": attrs.get(label)}
+                for i, label in zip(ids, missing, strict=True)
+            ],
+        )
+        known.update(zip(missing, (int(i) for i in ids), strict=True))
+    return np.fromiter((known[label] for label in labels), dtype=np.int64, count=len(labels))
+
+
+def insert_samples(
+    conn: Connection,
+    dataset_id: int,
+    ids: np.ndarray,
+    keys: Sequence[str],
+    identity_ids: np.ndarray | None,
+    role: str,
+    labels: Sequence[str | None] | None = None,
+    paths: Sequence[str | None] | None = None,
+    attributes: Sequence[dict[str, Any] | None] | None = None,
+    run_id: int | None = None,
+) -> None:
+    """Insert sample rows with pre-allocated ids in one executemany."""
+    if role not in SAMPLE_ROLES:
+        raise SynthdbError(f"sample role '{role}' is not one of {', '.join(SAMPLE_ROLES)}")
+    count = len(keys)
+    for name, column in (
+        ("ids", ids),
+        ("identity_ids", identity_ids),
+        ("labels", labels),
+        ("paths", paths),
+        ("attributes", attributes),
+    ):
+        if column is not None and len(column) != count:
+            raise SynthdbError(f"{name} has {len(column)} entries for {count} sample keys")
+    none = [None] * count
+    rows = [
+        {
+            "id": int(i),
+            "dataset_id": dataset_id,
+            "identity_id": None if ident is None else int(ident),
+            "key": key,
+            "path": path,
+            "role": role,
+            "label": label,
+            "attributes": attrs,
+            "run_id": run_id,
+        }
+        for i, ident, key, path, label, attrs in zip(
+            ids,
+            none if identity_ids is None else identity_ids,
+            keys,
+            paths or none,
+            labels or none,
+            attributes or none,
+            strict=True,
+        )
+    ]
+    if rows:
+        conn.execute(sa.insert(Sample.__table__), rows)

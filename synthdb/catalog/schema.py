@@ -1,0 +1,229 @@
+"""The catalog's tables as a typed SQLAlchemy 2.0 ORM.
+
+The catalog is the single source of truth: every dataset, identity, sample, protocol, model, run,
+vector shard and index is a row here. Bulk vectors are not: they live in Parquet shards that the
+``shard`` table registers. Every change to this module needs an Alembic revision in ``migrations/``;
+``tests/test_migrations.py`` fails when the two drift.
+
+Enumerated columns (kind, role, status, state, ...) are plain strings checked by the code that
+writes them, so that adding a value never needs a schema migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Integer on SQLite keeps ``INTEGER PRIMARY KEY`` (the rowid alias that autoincrements);
+# PostgreSQL gets 64-bit ids, enough for WebFace42M-sized tables many times over.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DATASET_KINDS = ("genuine", "synthetic")
+SAMPLE_ROLES = ("genuine", "reference", "variation", "projection")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+SHARD_CONTENTS = ("latent", "embedding", "stats", "checkpoint", "result")
+SHARD_STATES = ("staged", "committed", "retired")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Run(Base):
+    """One execution of a command that writes: its parameters, seed, progress and outcome."""
+
+    __tablename__ = "run"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    algorithm: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    shard_index: Mapped[int | None] = mapped_column(Integer)
+    shard_count: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    synthdb_version: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Dataset(Base):
+    """A genuine database (FFHQ, MultiPIE, ...) or a synthetic one made by a run."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    root: Mapped[str | None] = mapped_column(Text)
+    created_by_run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+    description: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any] | None]
+
+
+class Identity(Base):
+    """A person (genuine) or a synthetic identity, labelled by its external id within a dataset."""
+
+    __tablename__ = "identity"
+    __table_args__ = (UniqueConstraint("dataset_id", "label"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any] | None]
+
+
+class Sample(Base):
+    """One image (or latent-only sample) of an identity; ``path`` is relative to the dataset root."""
+
+    __tablename__ = "sample"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "key"),
+        Index("ix_sample_identity_id", "identity_id"),
+        Index("ix_sample_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identity.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(512))
+    path: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any] | None]
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class Protocol(Base):
+    """An evaluation protocol of a dataset (MultiPIE U, LFW pairs, FFHQ training/validation)."""
+
+    __tablename__ = "protocol"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class ProtocolGroup(Base):
+    """A group of a protocol (train, dev, eval, a fold)."""
+
+    __tablename__ = "protocol_group"
+    __table_args__ = (UniqueConstraint("protocol_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(ForeignKey("protocol.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class GroupMember(Base):
+    """A sample's membership of a protocol group, with its purpose (train, enroll, probe)."""
+
+    __tablename__ = "group_member"
+    __table_args__ = (Index("ix_group_member_sample_id", "sample_id"),)
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("protocol_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    sample_id: Mapped[int] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"), primary_key=True)
+    purpose: Mapped[str | None] = mapped_column(String(32))
+
+
+class Model(Base):
+    """A network synthdb knows: generator, embedder or detector, with its weights and licence."""
+
+    __tablename__ = "model"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    architecture: Mapped[str] = mapped_column(String(100))
+    weights_path: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    license: Mapped[str | None] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class Shard(Base):
+    """An immutable Parquet (or HDF5) file of vectors in the store, written by the commit protocol.
+
+    ``unit`` names the work unit of the run that produced it, so a resumed run can tell which units
+    are done. ``columns`` maps each vector column to its shape per row, e.g. ``{"embedding": [128]}``.
+    """
+
+    __tablename__ = "shard"
+    __table_args__ = (
+        Index("ix_shard_dataset_id_content", "dataset_id", "content"),
+        Index("ix_shard_run_id_unit", "run_id", "unit"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(String(16))
+    space: Mapped[str | None] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    format: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    columns: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class VectorIndex(Base):
+    """A FAISS index file over the embedding shards of one or more datasets for one model."""
+
+    __tablename__ = "vector_index"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    dataset_ids: Mapped[list[Any]] = mapped_column(default=list)
+    shard_ids: Mapped[list[Any]] = mapped_column(default=list)
+    factory: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(32))
+    per: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    ntotal: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+TABLES = [t.name for t in Base.metadata.sorted_tables]

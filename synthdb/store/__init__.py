@@ -1,0 +1,1 @@
+"""Storage back ends: file formats that synthdb reads and writes."""

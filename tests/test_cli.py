@@ -1,0 +1,82 @@
+"""The real ``synthdb`` command line, run as a subprocess in temporary workspaces."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SYNTHDB = [sys.executable, "-m", "synthdb.cli.main"]
+
+
+def run(*args: str, cwd: Path | str = "/", env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHDB_")}
+    return subprocess.run(
+        [*SYNTHDB, *args], cwd=cwd, capture_output=True, text=True, env={**base, **(env or {})}, timeout=300
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_init_then_info_from_anywhere(tmp_path: Path) -> None:
+    assert run("init", "ws", cwd=tmp_path).returncode == 0
+    for args in (
+        ["info", "--workspace", str(tmp_path / "ws")],
+        ["-w", str(tmp_path / "ws"), "info", "--json"],
+    ):
+        proc = run(*args, cwd="/")
+        assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["schema_revision"] == data["schema_head"] and data["counts"]["sample"] == 0
+    walked = run("info", cwd=tmp_path / "ws" / "store")  # found by walking up, like git
+    assert walked.returncode == 0 and str(tmp_path / "ws") in walked.stdout
+    env = run("db", "current", cwd="/", env={"SYNTHDB_WORKSPACE": str(tmp_path / "ws")})
+    assert env.returncode == 0 and "(head: " in env.stdout
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    assert "no synthdb workspace found" in one_line_error(run("info", cwd=tmp_path))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "synthdb.toml").write_text("catalog_url = [\n")
+    assert "is not valid TOML" in one_line_error(run("info", cwd=tmp_path / "bad"))
+    assert "already exists" in one_line_error(run("init", "bad", cwd=tmp_path))
+    pg_down = run("init", "pg", "--catalog-url", "postgresql://nobody@127.0.0.1:9/none", cwd=tmp_path)
+    assert "check that it is running and reachable" in one_line_error(pg_down)
+    assert not (tmp_path / "pg" / "synthdb.toml").exists()
+
+
+def test_demo_query_fsck_gc(tmp_path: Path) -> None:
+    demo = run("demo", str(tmp_path / "d"), "--identities", "40", "--per-identity", "4", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    assert "intra-class" in demo.stdout and "inter-class" in demo.stdout
+    ws = ["-w", str(tmp_path / "d")]
+    counts = run(*ws, "query", "SELECT dataset, count(*) AS n FROM embeddings GROUP BY 1", "--format", "csv")
+    assert counts.stdout.strip() == "dataset,n\ndemo-clusters,160"
+    refused = run(*ws, "query", "DELETE FROM catalog.sample")
+    assert "read-only" in one_line_error(refused)
+    assert run(*ws, "fsck").stdout.startswith("clean: 2 committed shards")
+    stray = tmp_path / "d" / "store" / "staging" / "stray.parquet"
+    stray.write_bytes(b"x")
+    dirty = run(*ws, "fsck")
+    assert dirty.returncode == 1 and "staged: staging/stray.parquet" in dirty.stdout
+    assert "kept staging/stray.parquet" in run(*ws, "gc").stdout
+    assert "removed staging/stray.parquet" in run(*ws, "gc", "--min-age", "0").stdout
+    assert run(*ws, "fsck").returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_query_output_file(tmp_path: Path, fmt: str) -> None:
+    assert run("init", "ws", cwd=tmp_path).returncode == 0
+    out = tmp_path / f"r.{fmt}"
+    proc = run(
+        "-w", str(tmp_path / "ws"), "query", "SELECT 42 AS answer", "--format", fmt, "--output", str(out)
+    )
+    assert proc.returncode == 0 and out.stat().st_size > 0
