@@ -41,6 +41,8 @@ def test_wheel_install_runs_from_any_directory(tmp_path: Path) -> None:
     assert (site / "synthdb" / "migrations" / "env.py").is_file()
     assert list((site / "synthdb" / "migrations" / "versions").glob("0001_*.py"))
     assert (site / "synthdb" / "cli" / "main.py").is_file()
+    for package in (ROOT / "synthdb").rglob("__init__.py"):  # every subpackage is listed in pyproject.toml
+        assert (site / package.relative_to(ROOT)).is_file(), f"{package.parent.name} missing from the wheel"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHDB_")}
     env["PYTHONPATH"] = str(site)
 
