@@ -83,3 +83,9 @@ def recorded_run(catalog: Catalog, kind: str, **fields: Any) -> Iterator[int]:
         finish_run(catalog, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finish_run(catalog, run_id, "succeeded")
+
+
+def set_summary(catalog: Catalog, run_id: int, summary: dict[str, Any]) -> None:
+    """Store what a run did (counts, named problems) for ``synthdb runs show`` and queries."""
+    with catalog.begin() as conn:
+        conn.execute(sa.update(_run).where(_run.c.id == run_id).values(summary=summary))

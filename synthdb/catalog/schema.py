@@ -75,6 +75,7 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None]
 
 
 class Dataset(Base):
@@ -124,6 +125,28 @@ class Sample(Base):
     label: Mapped[str | None] = mapped_column(String(200))
     attributes: Mapped[dict[str, Any] | None]
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class SampleIssue(Base):
+    """A problem a run met with one sample (unreadable file, no face, several faces), kept as data.
+
+    Runs never silently drop or replace a sample: they record why here, and resumed runs treat a
+    recorded issue as done so they do not retry a file that cannot work.
+    """
+
+    __tablename__ = "sample_issue"
+    __table_args__ = (
+        Index("ix_sample_issue_sample_id", "sample_id"),
+        Index("ix_sample_issue_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    space: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
 
 

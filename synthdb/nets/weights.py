@@ -1,0 +1,145 @@
+"""Load network weights from torch files without ever running code from them.
+
+Checkpoints come from strangers on the internet, so every file goes through ``torch.load(weights_only=True)``,
+which rebuilds tensors and plain containers and refuses any other Python global. Whatever goes wrong (no
+file, a half download, an HTML page saved as ``.pt``, a pickle that wants ``os.system``, the wrong release,
+another network's weights) ends as one :class:`~synthdb.errors.SynthdbError` line that names the file and
+the fix, because these are the errors users meet first and cannot debug from a torch traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from synthdb.errors import SynthdbError
+
+#: Where training code puts the network inside a checkpoint: PyTorch Lightning (AdaFace) saves the module
+#: as ``model`` next to its ``head``; ``DataParallel`` / DDP prefix every key with ``module.``.
+WRAPPER_PREFIXES = ("model.", "module.")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since torch 1.6
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickled magic number of old torch.save
+_EXAMPLES = 3
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so multi-GB checkpoints do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_state_dict(path: str | Path, expected_keys: Collection[str] | None = None, sha256: str | None = None,
+                    *, architecture: str = "the network", drop_prefixes: Sequence[str] = (),
+                    model: str = "NAME") -> dict[str, torch.Tensor]:
+    """The ``name -> tensor`` dict in a torch file, unwrapped from its training container.
+
+    ``sha256`` (from a model card) is checked before anything is unpickled. Keys under ``drop_prefixes``
+    (a classifier the embedder does not use) are removed. With ``expected_keys``, the remaining keys must be
+    exactly those; BatchNorm ``num_batches_tracked`` counters may be absent (exports from MXNet or old torch
+    lack them, and eval mode never reads them). ``model`` (a card name) completes the commands that errors
+    suggest.
+    """
+    path = Path(path)
+    fix = f"fetch it (`synthdb models fetch {model}`) or copy it (`synthdb models add {model} --file PATH`)"
+    _check_file(path, sha256, fix)
+    state = _unwrap(path, _torch_load(path, fix))
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(drop_prefixes))}
+    if expected_keys is not None:
+        _check_keys(path, state, expected_keys, architecture)
+    return state
+
+
+def load_weights(module: nn.Module, path: str | Path, sha256: str | None = None, *,
+                 architecture: str = "the network", drop_prefixes: Sequence[str] = (),
+                 model: str = "NAME") -> nn.Module:
+    """Load a torch file into ``module`` after checking that every key and tensor shape fits it."""
+    expected = module.state_dict()
+    state = load_state_dict(path, expected.keys(), sha256, architecture=architecture,
+                            drop_prefixes=drop_prefixes, model=model)
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+             if v.shape != expected[k].shape]
+    if wrong:
+        raise SynthdbError(f"{path} does not fit {architecture}: {len(wrong)} tensors have the wrong shape "
+                           f"(file vs network: {', '.join(wrong[:_EXAMPLES])}): it holds weights of another "
+                           "variant; use the file its model card names")
+    module.load_state_dict(state)
+    return module
+
+
+def _check_file(path: Path, sha256: str | None, fix: str) -> None:
+    if not path.is_file():
+        raise SynthdbError(f"weights file {path} does not exist: {fix}")
+    if sha256 and (actual := file_sha256(path)) != sha256.lower():
+        raise SynthdbError(f"{path} has sha256 {actual} but its model card says {sha256.lower()}: the "
+                           "file is damaged or a different release; download it again")
+
+
+def _torch_load(path: Path, fix: str) -> object:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if size == 0:
+        raise SynthdbError(f"{path} is empty (an interrupted download?): delete it, then {fix}")
+    if not head.startswith(_ZIP_MAGIC) and head != _LEGACY_MAGIC:
+        kind = "a plain Python pickle" if head.startswith(b"\x80") else "not a file torch.save wrote"
+        raise SynthdbError(f"{path} is {kind} (it starts with {head[:8]!r}): synthdb reads only torch.save "
+                           "files; if it is a web page (Google Drive's download warning), download the real "
+                           "file in a browser")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:
+            raise _corrupt(path, size, error, fix) from None
+        raise SynthdbError(
+            f"{path} is a pickle that needs the Python global {found.group(1)}; "
+            "torch.load(weights_only=True) refuses it because unpickling it could run arbitrary code: in an "
+            "environment you trust, re-save just its tensors with torch.save(state_dict, ...) and use that "
+            "file") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        raise _corrupt(path, size, error, fix) from None
+
+
+def _corrupt(path: Path, size: int, error: BaseException, fix: str) -> SynthdbError:
+    reason = str(error).split(". ")[0] or type(error).__name__
+    return SynthdbError(f"{path} is truncated or corrupt ({size} bytes; torch: {reason}): "
+                        f"delete it, then {fix}")
+
+
+def _unwrap(path: Path, obj: object) -> dict[str, torch.Tensor]:
+    """Take the state dict out of a Lightning/AdaFace ``{'state_dict': ...}`` and strip wrapper prefixes."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in obj.items()):
+        found = f"a dict with keys {', '.join(map(str, list(obj)[:5]))}" if isinstance(obj, Mapping) \
+            else f"a {type(obj).__name__}"
+        raise SynthdbError(f"{path} holds {found}, not a state dict (name -> tensor): save the network's "
+                           "weights with torch.save(model.state_dict(), ...)")
+    state = dict(obj)
+    for prefix in WRAPPER_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def _check_keys(path: Path, state: Mapping[str, torch.Tensor], expected: Collection[str],
+                architecture: str) -> None:
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
+    known = set(expected)
+    unexpected = [k for k in state if k not in known]
+    if missing or unexpected:
+        raise SynthdbError(
+            f"{path} does not fit {architecture}: {len(missing)} missing keys "
+            f"({', '.join(missing[:_EXAMPLES]) or '-'}) and {len(unexpected)} unexpected keys "
+            f"({', '.join(unexpected[:_EXAMPLES]) or '-'}): it holds weights of another network; "
+            "use the file its model card names")

@@ -1,0 +1,27 @@
+"""ImageFolder layout: one folder per identity (CASIA-WebFace, VGGFace2, DigiFace-1M style).
+
+``root/<identity>/<image>``; the folder name is the identity label and the key is the relative path.
+Folders and files are visited in sorted order, one directory listing at a time (never the whole
+tree in memory), and symlinked folders are not followed, so a link loop cannot trap the scan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from synthdb.sources.common import Entry, is_image_name
+
+
+class ImageFolder:
+    name = "imagefolder"
+
+    def scan(self, root: Path) -> Iterator[Entry]:
+        for identity in sorted(os.scandir(root), key=lambda d: d.name):
+            if not identity.is_dir(follow_symlinks=False):
+                continue
+            for item in sorted(os.scandir(identity.path), key=lambda d: d.name):
+                if item.is_file() and is_image_name(item.name):
+                    rel = f"{identity.name}/{item.name}"
+                    yield Entry(key=rel, path=rel, identity=identity.name)
