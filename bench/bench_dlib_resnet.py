@@ -53,7 +53,9 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faces", type=Path, default=Path("/work/shared/testdata/faces"))
+    parser.add_argument(
+        "--faces", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed dlib runs (torch runs 5x as many)")
     args = parser.parse_args()
 
@@ -74,13 +76,19 @@ def main() -> None:
     t_torch = median_seconds(run_torch, 5 * args.repeats, warmup=5)
     max_diff = float(np.abs(run_dlib() - run_torch().numpy()).max())
 
-    print(f"dlib face descriptor, {N_CHIPS} aligned 150x150 chips, median of {args.repeats} (dlib) "
-          f"/ {5 * args.repeats} (torch) runs")
+    print(
+        f"dlib face descriptor, {N_CHIPS} aligned 150x150 chips, median of {args.repeats} (dlib) "
+        f"/ {5 * args.repeats} (torch) runs"
+    )
     print(f"{'engine':<40}{'batch ms':>10}{'ms/image':>10}")
-    print(f"{'dlib-bin ' + dlib.__version__ + ' compute_face_descriptor':<40}"
-          f"{1e3 * t_dlib:>10.1f}{1e3 * t_dlib / N_CHIPS:>10.2f}")
-    print(f"{f'torch {torch.__version__} float32, {torch.get_num_threads()} threads':<40}"
-          f"{1e3 * t_torch:>10.1f}{1e3 * t_torch / N_CHIPS:>10.2f}")
+    print(
+        f"{'dlib-bin ' + dlib.__version__ + ' compute_face_descriptor':<40}"
+        f"{1e3 * t_dlib:>10.1f}{1e3 * t_dlib / N_CHIPS:>10.2f}"
+    )
+    print(
+        f"{f'torch {torch.__version__} float32, {torch.get_num_threads()} threads':<40}"
+        f"{1e3 * t_torch:>10.1f}{1e3 * t_torch / N_CHIPS:>10.2f}"
+    )
     print(f"speed-up {t_dlib / t_torch:.1f}x (goal >= 10x); max |diff| vs dlib {max_diff:.1e}")
 
 

@@ -1,6 +1,6 @@
 """Entry point of the ``synthdb`` console script: the root group with every command registered."""
 
-from synthdb.cli import import_cmds, store_cmds, workspace_cmds  # noqa: F401 - registers the commands
+from synthdb.cli import face_cmds, import_cmds, store_cmds, workspace_cmds  # noqa: F401 - registers commands
 from synthdb.cli.app import cli
 
 

@@ -59,7 +59,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def ctx(catalog_url: str, tmp_path: Path) -> Iterator[Context]:
     """A fresh workspace whose catalog is on SQLite or PostgreSQL (parametrized)."""
-    context = init_workspace(tmp_path / "ws", catalog_url=catalog_url)
+    context = init_workspace(tmp_path / "ws", catalog_url=catalog_url, models_dir=str(tmp_path / "models"))
     try:
         yield context
     finally:
@@ -68,7 +68,8 @@ def ctx(catalog_url: str, tmp_path: Path) -> Iterator[Context]:
 
 @pytest.fixture
 def sqlite_ctx(tmp_path: Path) -> Iterator[Context]:
-    context = init_workspace(tmp_path / "ws")
+    """A fresh SQLite workspace; its models directory is private (never the user's cache)."""
+    context = init_workspace(tmp_path / "ws", models_dir=str(tmp_path / "models"))
     try:
         yield context
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +129,13 @@ def commit(
     identity_ids: np.ndarray | None = None,
     run_id: int | None = None,
     unit: str | None = None,
+    extra: Callable[[Connection], object] | None = None,
 ) -> Committed:
     """Commit shards (and optionally their new samples) atomically; see the module docstring.
 
     Either ``samples`` (rows to create) or ``sample_ids`` (+ ``identity_ids``) of existing rows say
-    which samples the vectors belong to, in row order.
+    which samples the vectors belong to, in row order. ``extra`` runs inside the same transaction, for
+    rows that must appear together with the shards (e.g. the sample issues of a work unit).
     """
     if (samples is None) == (sample_ids is None):
         raise SynthdbError("commit needs either new samples or the ids of existing samples")
@@ -180,6 +182,8 @@ def commit(
                         samples.attributes,
                         run_id,
                     )
+                if extra is not None:
+                    extra(conn)
             finally:
                 staged = writing.result()  # join the writer before the transaction ends, whatever happened
                 created.extend(path for path, _ in staged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +67,20 @@ def validate_vectors(
 
 def to_table(
     sample_ids: np.ndarray,
-    identity_ids: np.ndarray | None,
+    identity_ids: Sequence[int | None] | np.ndarray | None,
     vectors: dict[str, np.ndarray],
     metadata: dict[str, str] | None = None,
 ) -> pa.Table:
     """Build the Arrow table of a shard; vectors are flattened into FixedSizeList<float32>[prod(shape)].
 
-    ``identity_ids`` is None for samples without an identity (e.g. faces of a group photo).
+    ``identity_ids`` may be None, or hold None, for samples without an identity (faces of a group photo).
     """
     columns: dict[str, pa.Array] = {
         "sample_id": pa.array(np.asarray(sample_ids, dtype=np.int64)),
         "identity_id": (
             pa.nulls(len(sample_ids), pa.int64())
             if identity_ids is None
-            else pa.array(np.asarray(identity_ids, dtype=np.int64))
+            else pa.array(identity_ids, pa.int64())
         ),
     }
     for name, array in vectors.items():

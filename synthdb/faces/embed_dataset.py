@@ -1,0 +1,276 @@
+"""Embed a catalog dataset: decode, detect, align, embed, commit (``synthdb embed``).
+
+Images are decoded, searched for faces and aligned in worker processes (one detector each) while the
+main process embeds batches and commits. Samples
+are cut into units that each commit one embedding shard plus the unit's sample issues (unreadable
+file, no face, several faces) in one transaction. What is done is read back from the catalog, not
+from the run: a sample counts as done when a committed shard of this model holds its vector or an
+issue for this model names it. So re-running after a crash (SIGKILL included) finishes the rest,
+never duplicates a vector, and never retries a file that cannot work.
+
+When a photo holds several faces the largest is embedded and the count is recorded as an issue,
+never silently: the sample's vector is of one face among several.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from synthdb.catalog.runs import recorded_run, set_progress, set_summary
+from synthdb.catalog.schema import Dataset as DatasetRow
+from synthdb.catalog.schema import Sample, SampleIssue, Shard
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.faces.align import Cropper, resize
+from synthdb.faces.detect import load_image, make_detector
+from synthdb.faces.embed import Embedder
+from synthdb.faces.landmarks import ImageFaces
+from synthdb.models import weights_path
+from synthdb.nets.cards import get_card
+from synthdb.progress import progress_bar
+from synthdb.store import parquet
+from synthdb.store.commit import ShardSpec, commit
+
+DETECTORS = ("mtcnn", "dlib", "none")
+
+
+@dataclass
+class EmbedReport:
+    dataset: str
+    model: str
+    detector: str
+    run_id: int | None = None
+    embedded: int = 0
+    already_done: int = 0
+    issues: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        return {"embedded": self.embedded, "already_done": self.already_done, "issues": self.issues}
+
+
+Item = tuple[int, int | None, str]  # sample id, identity id, path relative to the dataset root
+Result = tuple[int, int | None, torch.Tensor | None, dict | None]
+
+
+class _Units(Dataset):
+    """Per item: one work unit decoded, searched for faces and aligned, in a DataLoader worker process.
+
+    Each result is ``(sample_id, identity_id, crop, issue)``: the aligned uint8 crop (3, S, S) or None,
+    and the issue to record (unreadable, no face, several faces) or None. A unit's images go to the
+    detector together (MTCNN batches images of equal size). The detector is built lazily, once per
+    worker process, so workers never share (or pickle) a model.
+    """
+
+    def __init__(self, root: Path, units: list[list[Item]], detector: str, preset: str, size: int) -> None:
+        self.root, self.units, self.detector, self.preset, self.size = root, units, detector, preset, size
+        self._cropper: Cropper | None = None
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, index: int) -> list[Result]:
+        results: dict[int, Result] = {}
+        loaded: list[tuple[int, Item, np.ndarray]] = []
+        for position, (sample_id, identity_id, path) in enumerate(self.units[index]):
+            try:
+                loaded.append((position, (sample_id, identity_id, path), load_image(self.root / path)))
+            except SynthdbError as exc:
+                results[position] = (
+                    sample_id,
+                    identity_id,
+                    None,
+                    {"kind": "unreadable", "detail": {"error": str(exc)}},
+                )
+        if self.detector == "none":
+            found = [None] * len(loaded)
+        else:
+            if self._cropper is None:
+                self._cropper = Cropper(
+                    self.detector,
+                    self.preset,
+                    value_range=(0.0, 255.0),
+                    detector=make_detector(self.detector),
+                )
+            found = self._cropper.detector.detect([image for _, _, image in loaded])
+        for (position, (sample_id, identity_id, _), image), faces in zip(loaded, found, strict=True):
+            crop, issue = self._align(image, faces)
+            results[position] = (sample_id, identity_id, crop, issue)
+        return [results[i] for i in range(len(self.units[index]))]
+
+    def _align(self, image: np.ndarray, found: ImageFaces | None) -> tuple[torch.Tensor | None, dict | None]:
+        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float()
+        if found is None:
+            return _to_uint8(resize(tensor, (self.size, self.size))), None
+        with torch.no_grad():
+            crops, statuses = self._cropper.crop_detected(tensor, [found])
+        status = statuses[0]
+        if not status.ok:
+            kind = "no_face" if status.faces == 0 else "detector_error"
+            return None, {"kind": kind, "detail": {"error": status.error}}
+        if status.faces > 1:
+            boxes = [[round(v, 1) for v in face.box] for face in found.faces]
+            return _to_uint8(crops), {
+                "kind": "multiple_faces",
+                "detail": {"faces": status.faces, "boxes": boxes},
+            }
+        return _to_uint8(crops), None
+
+
+def _to_uint8(crops: torch.Tensor) -> torch.Tensor:
+    return crops[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _dataset_row(ctx: Context, name: str) -> tuple[int, Path]:
+    table = DatasetRow.__table__
+    with ctx.catalog.engine.connect() as conn:
+        row = conn.execute(sa.select(table.c.id, table.c.root).where(table.c.name == name)).first()
+    if row is None:
+        from synthdb.catalog.datasets import dataset_id
+
+        dataset_id(ctx.catalog, name)  # raises the error that lists known datasets
+    if row.root is None:
+        raise SynthdbError(f"dataset '{name}' has no image root (latent-only): render its images first")
+    return row.id, Path(row.root)
+
+
+def done_samples(ctx: Context, dataset_id: int, model: str) -> set[int]:
+    """Samples that already have a committed vector of ``model`` or a recorded issue for it."""
+    shards, issues, samples = Shard.__table__, SampleIssue.__table__, Sample.__table__
+    with ctx.catalog.engine.connect() as conn:
+        paths = (
+            conn.execute(
+                sa.select(shards.c.path).where(
+                    shards.c.dataset_id == dataset_id,
+                    shards.c.content == "embedding",
+                    shards.c.space == model,
+                    shards.c.state == "committed",
+                )
+            )
+            .scalars()
+            .all()
+        )
+        flagged = conn.execute(
+            sa.select(issues.c.sample_id)
+            .join(samples, samples.c.id == issues.c.sample_id)
+            .where(samples.c.dataset_id == dataset_id, issues.c.space == model)
+        ).scalars()
+        done = set(flagged)
+    for path in paths:
+        done.update(parquet.read_table(ctx.store.abspath(path), ["sample_id"]).column(0).to_pylist())
+    return done
+
+
+def _pending(ctx: Context, dataset_id: int, model: str) -> tuple[list[tuple[int, int | None, str]], int]:
+    samples = Sample.__table__
+    with ctx.catalog.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(samples.c.id, samples.c.identity_id, samples.c.path)
+            .where(samples.c.dataset_id == dataset_id, samples.c.path.is_not(None))
+            .order_by(samples.c.id)
+        ).all()
+    done = done_samples(ctx, dataset_id, model)
+    return [tuple(r) for r in rows if r[0] not in done], sum(r[0] in done for r in rows)
+
+
+def embed_dataset(
+    ctx: Context,
+    dataset: str,
+    model: str = "dlib-resnet",
+    detector: str = "mtcnn",
+    batch_size: int = 32,
+    unit_size: int = 256,
+    workers: int | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> EmbedReport:
+    """Embed every not-yet-embedded image of ``dataset`` with ``model``; see the module docstring."""
+    if detector not in DETECTORS:
+        raise SynthdbError(f"unknown detector '{detector}': use one of {', '.join(DETECTORS)}")
+    card = get_card(model)
+    dataset_id, root = _dataset_row(ctx, dataset)
+    report = EmbedReport(dataset=dataset, model=model, detector=detector)
+    pending, report.already_done = _pending(ctx, dataset_id, model)
+    if not pending:
+        return report
+    weights = weights_path(ctx, card)
+    if weights is None:
+        raise SynthdbError(
+            f"the weights of {model} are not on this machine: `synthdb models fetch {model}` "
+            f"or `synthdb models add {model} --file PATH`"
+        )
+    embedder = Embedder.load(model, weights, device)
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    units = [pending[i : i + unit_size] for i in range(0, len(pending), unit_size)]
+    loader = DataLoader(
+        _Units(root, units, detector, embedder.preset, embedder.size),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+    params = {
+        "dataset": dataset,
+        "model": model,
+        "detector": detector,
+        "batch_size": batch_size,
+        "unit_size": unit_size,
+        "weights_sha256": card.sha256 or None,
+    }
+    with recorded_run(ctx.catalog, "embed", algorithm=f"{model}/{detector}", params=params) as run_id:
+        report.run_id = run_id
+        done = 0
+        with progress_bar(len(pending), f"embedding {dataset}", quiet) as advance:
+            for unit in loader:
+                _embed_unit(ctx, dataset_id, run_id, unit, embedder, batch_size, report)
+                done += len(unit)
+                set_progress(ctx.catalog, run_id, done / len(pending))
+                advance(len(unit))
+        set_summary(ctx.catalog, run_id, report.summary())
+    return report
+
+
+def _embed_unit(
+    ctx: Context,
+    dataset_id: int,
+    run_id: int,
+    unit: list,
+    embedder: Embedder,
+    batch_size: int,
+    report: EmbedReport,
+) -> None:
+    ids, idents, crops, issues = [], [], [], []
+    for sample_id, identity_id, crop, issue in unit:
+        if issue is not None:
+            issues.append({"sample_id": sample_id, "run_id": run_id, "space": embedder.name, **issue})
+            report.issues[issue["kind"]] = report.issues.get(issue["kind"], 0) + 1
+        if crop is not None:
+            ids.append(sample_id)
+            idents.append(identity_id)
+            crops.append(crop)
+    if not crops:
+        with ctx.catalog.begin() as conn:
+            conn.execute(sa.insert(SampleIssue.__table__), issues)
+        return
+    batch = torch.stack(crops).float()
+    with torch.no_grad():
+        vectors = torch.cat(
+            [embedder.embed(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+        )
+    commit(
+        ctx.catalog,
+        ctx.store,
+        dataset_id=dataset_id,
+        run_id=run_id,
+        unit=f"samples:{ids[0]}",
+        sample_ids=np.asarray(ids, dtype=np.int64),
+        identity_ids=idents,
+        shards=[ShardSpec("embedding", embedder.name, {"embedding": vectors.cpu().numpy()})],
+        extra=lambda conn: conn.execute(sa.insert(SampleIssue.__table__), issues) if issues else None,
+    )
+    report.embedded += len(ids)
