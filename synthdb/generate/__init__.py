@@ -1,0 +1,1 @@
+"""Generation: generators wrapped for synthdb, reference and variation algorithms, runs."""
