@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from synthdb.catalog.schema import Model
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
+from synthdb.files import sha256_hex
 from synthdb.nets.cards import ModelCard, build_embedder, get_card, list_cards, locate_weights
 from synthdb.nets.fetch import fetch_weights
-from synthdb.nets.weights import file_sha256
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _register(ctx: Context, card: ModelCard, path: Path) -> None:
         "kind": card.kind,
         "architecture": card.architecture,
         "weights_path": str(path),
-        "sha256": file_sha256(path),
+        "sha256": sha256_hex(path),
         "license": card.license,
         "params": {
             "preset": card.preset,
@@ -71,9 +71,9 @@ def _register(ctx: Context, card: ModelCard, path: Path) -> None:
 
 
 def _verify(card: ModelCard, path: Path) -> None:
-    if card.sha256 and file_sha256(path) != card.sha256:
+    if card.sha256 and (actual := sha256_hex(path)) != card.sha256:
         raise SynthdbError(
-            f"{path} has sha256 {file_sha256(path)}, but the {card.name} card expects "
+            f"{path} has sha256 {actual}, but the {card.name} card expects "
             f"{card.sha256}: this is another file or a damaged copy"
         )
     if card.kind == "embedder":

@@ -14,6 +14,7 @@ from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.schema import Identity, Sample, Shard
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
+from synthdb.files import file_digest
 from synthdb.store import fsck, parquet
 from synthdb.store.commit import NewSamples, ShardSpec, commit
 
@@ -63,7 +64,7 @@ def test_commit_round_trip(ctx: Context) -> None:
     np.testing.assert_array_equal(vectors, emb)
     _, _, wplus = parquet.read_vectors(ctx.store.abspath(shards[1].path), "w_plus")
     np.testing.assert_allclose(wplus.reshape(10, 14, 512), w.astype(np.float32))
-    assert parquet.file_sha256(ctx.store.abspath(shards[0].path)) == (shards[0].bytes, shards[0].sha256)
+    assert file_digest(ctx.store.abspath(shards[0].path)) == (shards[0].bytes, shards[0].sha256)
     assert fsck.fsck(ctx).clean
 
 

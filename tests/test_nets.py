@@ -25,12 +25,13 @@ import torch
 from torch import nn
 
 from synthdb.errors import SynthdbError
+from synthdb.files import sha256_hex
 from synthdb.nets import cards
 from synthdb.nets.adaface import AdaFaceIR
 from synthdb.nets.cards import EMBEDDERS, build_embedder, get_card, list_cards, locate_weights, parse_card
 from synthdb.nets.fetch import fetch_weights
 from synthdb.nets.iresnet import NIZHIB_BN_EPS, IResNet
-from synthdb.nets.weights import file_sha256, load_state_dict
+from synthdb.nets.weights import load_state_dict
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 WIDTHS = (64, 128, 256, 512)
@@ -268,7 +269,7 @@ def test_pickle_that_needs_os_system_is_refused_and_never_runs(tmp_path: Path) -
 
 
 def test_sha_mismatch_and_missing_file_are_refused(small_file: Path) -> None:
-    state = load_state_dict(small_file, sha256=file_sha256(small_file))
+    state = load_state_dict(small_file, sha256=sha256_hex(small_file))
     assert state.keys() == {"layer.weight", "layer.bias"}
     with pytest.raises(SynthdbError, match=r"has sha256 [0-9a-f]{64} but its model card says 0{64}"):
         load_state_dict(small_file, sha256="0" * 64)
@@ -324,7 +325,7 @@ def test_embedded_cards_point_at_installed_files_with_their_hashes() -> None:
         path = locate_weights(card)
         assert path.exists(), card.name
         if card.sha256:
-            assert file_sha256(path) == card.sha256, card.name
+            assert sha256_hex(path) == card.sha256, card.name
 
 
 def test_dlib_embedder_builds_from_the_installed_file() -> None:

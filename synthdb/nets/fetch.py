@@ -22,8 +22,8 @@ from http.client import HTTPResponse
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
+from synthdb.files import sha256_hex
 from synthdb.nets.cards import ModelCard
-from synthdb.nets.weights import file_sha256
 from synthdb.progress import progress_bar
 
 CONNECT_TIMEOUT_S = 5.0
@@ -45,7 +45,7 @@ def fetch_weights(card: ModelCard, models_dir: str | Path, progress: bool = True
                            f"`synthdb models add {card.name} --file PATH`")
     models_dir = Path(models_dir)
     dest = models_dir / card.file
-    if dest.is_file() and (not card.sha256 or file_sha256(dest) == card.sha256):
+    if dest.is_file() and (not card.sha256 or sha256_hex(dest) == card.sha256):
         return dest
     models_dir.mkdir(parents=True, exist_ok=True)
     _probe(card, connect_timeout)

@@ -9,7 +9,6 @@ the fix, because these are the errors users meet first and cannot debug from a t
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from synthdb.errors import SynthdbError
+from synthdb.files import sha256_hex
 
 #: Where training code puts the network inside a checkpoint: PyTorch Lightning (AdaFace) saves the module
 #: as ``model`` next to its ``head``; ``DataParallel`` / DDP prefix every key with ``module.``.
@@ -26,15 +26,6 @@ WRAPPER_PREFIXES = ("model.", "module.")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since torch 1.6
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickled magic number of old torch.save
 _EXAMPLES = 3
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so multi-GB checkpoints do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: str | Path, expected_keys: Collection[str] | None = None, sha256: str | None = None,
@@ -78,7 +69,7 @@ def load_weights(module: nn.Module, path: str | Path, sha256: str | None = None,
 def _check_file(path: Path, sha256: str | None, fix: str) -> None:
     if not path.is_file():
         raise SynthdbError(f"weights file {path} does not exist: {fix}")
-    if sha256 and (actual := file_sha256(path)) != sha256.lower():
+    if sha256 and (actual := sha256_hex(path)) != sha256.lower():
         raise SynthdbError(f"{path} has sha256 {actual} but its model card says {sha256.lower()}: the "
                            "file is damaged or a different release; download it again")
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from synthdb.catalog.schema import Shard
 from synthdb.context import Context
-from synthdb.store.parquet import file_sha256
+from synthdb.files import file_digest
 
 
 @dataclass
@@ -69,7 +69,7 @@ def fsck(ctx: Context, verify: bool = True, advance: Callable[[int], None] | Non
         full = ctx.store.abspath(path)
         if not full.is_file():
             report.missing.append(path)
-        elif full.stat().st_size != size or (verify and file_sha256(full) != (size, sha256)):
+        elif full.stat().st_size != size or (verify and file_digest(full) != (size, sha256)):
             report.corrupt.append(path)
         if advance:
             advance(1)

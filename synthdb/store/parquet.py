@@ -8,8 +8,6 @@ faster. The id columns keep zstd and statistics so DuckDB can prune row groups w
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthdb.errors import SynthdbError
+from synthdb.files import file_digest
 
 ID_COLUMNS = ("sample_id", "identity_id")
 ROW_GROUP_ROWS = 65_536
-HASH_CHUNK = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -104,21 +102,8 @@ def write_table(table: pa.Table, path: Path) -> WrittenFile:
         write_statistics=list(ID_COLUMNS),
     )
     # Hash by reading back from the page cache: cheaper than hashing inside the writer's callbacks.
-    size, sha256 = file_sha256(path, fsync=True)
+    size, sha256 = file_digest(path, fsync=True)
     return WrittenFile(rows=table.num_rows, bytes=size, sha256=sha256)
-
-
-def file_sha256(path: Path, fsync: bool = False) -> tuple[int, str]:
-    """Size and sha256 of a file, streamed; optionally fsync it (fsync acts on the inode, any handle)."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        if fsync:
-            os.fsync(fh.fileno())
-    return size, digest.hexdigest()
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
