@@ -55,7 +55,7 @@ def make_folder(root: Path) -> None:
 def bare_forward(embedder: Embedder, repeats: int = 3) -> float:
     """Images/s of the embedder alone, median of ``repeats`` passes after warm-up (torch's first calls
     in a process are several times slower)."""
-    chips = torch.rand(IMAGES, 3, 150, 150) * 255
+    chips = torch.rand(IMAGES, 3, 150, 150, device=embedder.device) * 255
     rates = []
     with torch.no_grad():
         for _ in range(5):
@@ -64,26 +64,28 @@ def bare_forward(embedder: Embedder, repeats: int = 3) -> float:
             t0 = time.perf_counter()
             for start in range(0, IMAGES, 32):
                 embedder.embed(chips[start:start + 32])
+            if embedder.device.type == "cuda":
+                torch.cuda.synchronize()
             rates.append(IMAGES / (time.perf_counter() - t0))
     return float(np.median(rates))
 
 
-def main() -> None:
+def main(device: str = "cpu") -> None:
     if not FACES.is_dir():
         raise SystemExit(f"{FACES} is absent: this benchmark cuts its images from the shared test photos")
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         make_folder(Path(tmp) / "faces")
-        embedder = Embedder.load("dlib-resnet")
+        embedder = Embedder.load("dlib-resnet", device=device)
         rates = {"bare forward (pre-aligned, batch 32)": bare_forward(embedder)}
         for detector in ("none", "mtcnn", "dlib"):
             ctx = init_workspace(Path(tmp) / f"ws-{detector}")
             import_named(ctx, "imagefolder", Path(tmp) / "faces", name="faces", quiet=True)
             t0 = time.perf_counter()
-            report = embed_dataset(ctx, "faces", "dlib-resnet", detector, quiet=True)
+            report = embed_dataset(ctx, "faces", "dlib-resnet", detector, device=device, quiet=True)
             rates[f"synthdb embed --detector {detector}"] = report.embedded / (time.perf_counter() - t0)
             ctx.close()
     base = rates["bare forward (pre-aligned, batch 32)"]
-    print(f"{'pipeline (500 images, 256x256, 2 CPU cores)':<46}{'images/s':>10}{'vs bare':>10}")
+    print(f"{f'pipeline (500 images, 256x256, embedder on {device})':<46}{'images/s':>10}{'vs bare':>10}")
     for name, rate in rates.items():
         print(f"{name:<46}{rate:>10.1f}{rate / base:>9.0%}")
     print("goal: pipeline >= 40% of the bare forward")
