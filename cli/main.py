@@ -1,6 +1,12 @@
 """Entry point of the ``synthdb`` console script: the root group with every command registered."""
 
-from synthdb.cli import face_cmds, import_cmds, store_cmds, workspace_cmds  # noqa: F401 - registers commands
+from synthdb.cli import (  # noqa: F401 - importing a module registers its commands
+    face_cmds,
+    import_cmds,
+    run_cmds,
+    store_cmds,
+    workspace_cmds,
+)
 from synthdb.cli.app import cli
 
 

@@ -70,6 +70,11 @@ def test_demo_query_fsck_gc(tmp_path: Path) -> None:
     assert "kept staging/stray.parquet" in run(*ws, "gc").stdout
     assert "removed staging/stray.parquet" in run(*ws, "gc", "--min-age", "0").stdout
     assert run(*ws, "fsck").returncode == 0
+    runs = run(*ws, "runs", "list").stdout.split()
+    assert runs[:5] == ["1", "import", "demo-clusters", "succeeded", "100%"]
+    shown = run(*ws, "runs", "show", "1").stdout
+    assert '"identities": 40' in shown and "synthdb_version" in shown
+    assert "no run 7 in the catalog" in one_line_error(run(*ws, "runs", "show", "7"))
 
 
 @pytest.mark.parametrize("fmt", ["json", "parquet"])

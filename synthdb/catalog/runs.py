@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from synthdb import __version__
 from synthdb.catalog.engine import Catalog
 from synthdb.catalog.schema import Run
+from synthdb.errors import SynthdbError
 
 _run = Run.__table__
 
@@ -89,3 +91,20 @@ def set_summary(catalog: Catalog, run_id: int, summary: dict[str, Any]) -> None:
     """Store what a run did (counts, named problems) for ``synthdb runs show`` and queries."""
     with catalog.begin() as conn:
         conn.execute(sa.update(_run).where(_run.c.id == run_id).values(summary=summary))
+
+
+def list_runs(catalog: Catalog, limit: int = 50, kind: str | None = None) -> list[Run]:
+    """The newest runs first (optionally of one kind)."""
+    with Session(catalog.engine) as session:
+        statement = sa.select(Run).order_by(Run.id.desc()).limit(limit)
+        if kind:
+            statement = statement.where(Run.kind == kind)
+        return list(session.scalars(statement))
+
+
+def get_run(catalog: Catalog, run_id: int) -> Run:
+    with Session(catalog.engine) as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        raise SynthdbError(f"no run {run_id} in the catalog: `synthdb runs list` shows the runs")
+    return run
