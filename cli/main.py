@@ -2,6 +2,7 @@
 
 from synthdb.cli import (  # noqa: F401 - importing a module registers its commands
     face_cmds,
+    generate_cmds,
     import_cmds,
     run_cmds,
     store_cmds,

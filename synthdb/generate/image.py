@@ -1,0 +1,226 @@
+"""``synthdb generate image``: images from a generator, from seeds or from a saved sample's latents.
+
+Reproducible by construction: z comes from a private ``torch.Generator`` seeded with ``seed`` (not the
+global RNG, so nothing else in the process changes it), synthesis uses constant noise, and pixels are
+rounded (the reference truncated), so the same seed gives a byte-identical PNG and a saved image is the
+image of its saved latent. Several images are tiled into one grid, as the reference does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from synthdb.errors import SynthdbError
+from synthdb.nets.generator import Generator
+from synthdb.store.hdf5 import Sample, read_sample
+
+#: network_type names the reference package writes into Sample files -> synthdb's model card names.
+REFERENCE_NAMES = {
+    "stylegan2": "stylegan2-ffhq-1024",
+    "stylegan2-256": "stylegan2-ffhq-256",
+    "stylegan3": "stylegan3-t-ffhq-1024",
+    "stylegan3-t-265": "stylegan3-t-ffhqu-256",
+    "stylegan3-r-265": "stylegan3-r-ffhqu-256",
+    "eg3d": "eg3d-ffhq512-128",
+}
+GRID_COLUMNS = 8
+BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """What :func:`generate_images` wrote: the file, how many images (tiled ``columns`` x ``rows``), the
+    generator as it describes itself, and where the latents came from."""
+
+    path: Path
+    count: int
+    columns: int
+    rows: int
+    generator: str
+    source: str
+
+
+def load_generator(spec: str, workspace: str | os.PathLike | None = None, device: str = "cpu") -> Generator:
+    """A tiny configuration, a file, or a model card whose weights a workspace has (fetched or added),
+    on ``device``. Only card names need a workspace: its catalog knows where ``models add`` put the file.
+    """
+    from synthdb.nets.cards import list_cards
+
+    target = _device(device)
+    cards = {card.name: card for card in list_cards("generator")}
+    if spec not in cards or Path(spec).is_file():
+        return Generator.load(spec).to(target)  # a tiny name, a file, or an error listing every known name
+    from synthdb import models as registry
+    from synthdb.context import Context
+
+    card = cards[spec]
+    with Context.open(workspace) as ctx:
+        weights = registry.weights_path(ctx, card)
+    if weights is None:
+        raise SynthdbError(
+            f"{card.name}'s weights are not in this workspace: fetch them "
+            f"(`synthdb models fetch {card.name}`) or copy them "
+            f"(`synthdb models add {card.name} --file PATH`)"
+        )
+    return Generator.from_file(weights, name=card.name, architecture=card.architecture).to(target)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SynthdbError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SynthdbError(f"device {name}: no CUDA GPU is visible here; use --device cpu")
+    return device
+
+
+def latents_from_seed(generator: Generator, seed: int, num: int, truncation: float) -> Tensor:
+    """w+ (num, num_ws, w_dim) of ``num`` z drawn from ``seed``, on the CPU: every device gets the same z."""
+    if generator.c_dim:
+        raise SynthdbError(
+            f"{generator.describe()} is conditional (c_dim = {generator.c_dim}): generate from "
+            "a sample that carries its label (--latents SAMPLE.h5 with a c_label)"
+        )
+    z = torch.randn(num, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return torch.cat(
+            [
+                generator.mapping(chunk.to(generator.device), truncation_psi=truncation, w_plus=True)
+                for chunk in z.split(BATCH_SIZE)
+            ]
+        )
+
+
+def latents_from_sample(
+    generator: Generator, path: str | os.PathLike, truncation: float, w_plus: bool = False
+) -> tuple[Tensor, Tensor | None, str]:
+    """(w or w+ with a batch of 1, label c or None, which field was used) from a reference Sample file.
+
+    Like the reference: ``w_latent`` unless ``w_plus`` is asked for or is all there is; a sample with only
+    ``z_latent`` goes through the mapping (with ``truncation``). Unlike it, an EG3D sample's ``c_label`` is
+    used, not ignored.
+    """
+    sample = read_sample(path)
+    _check_network_type(generator, sample, path)
+    c = None
+    if generator.c_dim:
+        if sample.c_label is None or sample.c_label.shape != (generator.c_dim,):
+            found = "none" if sample.c_label is None else f"shape {sample.c_label.shape}"
+            raise SynthdbError(
+                f"{path}: {generator.describe()} needs a c_label of shape ({generator.c_dim},), "
+                f"the sample has {found}: use a sample written for this generator"
+            )
+        c = torch.from_numpy(sample.c_label)[None].to(generator.device)
+    fields = ["w_plus_latent", "w_latent"] if w_plus else ["w_latent", "w_plus_latent"]
+    for field in [*fields, "z_latent"]:
+        value = getattr(sample, field)
+        if value is None:
+            continue
+        latent = torch.from_numpy(value)[None].to(generator.device)
+        expected = {
+            "w_plus_latent": (generator.num_ws, generator.w_dim),
+            "w_latent": (generator.w_dim,),
+            "z_latent": (generator.z_dim,),
+        }[field]
+        if tuple(value.shape) != expected:
+            raise SynthdbError(
+                f"{path}: {field} has shape {value.shape}, but {generator.describe()} needs "
+                f"{expected}: the sample was made with another generator"
+            )
+        if field == "z_latent":
+            with torch.no_grad():
+                latent = generator.mapping(latent, c, truncation_psi=truncation)
+        return latent, c, field
+    raise SynthdbError(
+        f"{path} holds no latent (z_latent, w_latent or w_plus_latent): pass a sample that has one"
+    )
+
+
+def _check_network_type(generator: Generator, sample: Sample, path: str | os.PathLike) -> None:
+    """A named generator must be the one the sample says it came from (reference names count too); a bare
+    file only gets the shape checks."""
+    stored = sample.network_type
+    if not generator.name or stored is None:
+        return
+    if generator.name not in (stored, REFERENCE_NAMES.get(stored)):
+        raise SynthdbError(
+            f"{path} holds latents of {stored}, not {generator.name}: pass "
+            f"--generator {REFERENCE_NAMES.get(stored, stored)}"
+        )
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounded to the nearest level and clipped."""
+    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def tile(pixels: np.ndarray, columns: int = GRID_COLUMNS) -> np.ndarray:
+    """One image from N: ``min(N, columns)`` per row, no padding, empty cells black (reference layout)."""
+    n, h, w, ch = pixels.shape
+    cols = min(n, columns)
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * cols, h, w, ch), dtype=np.uint8)
+    grid[:n] = pixels
+    return grid.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
+
+
+def save_image(pixels: np.ndarray, out: str | os.PathLike) -> Path:
+    """Write an (H, W, 3) uint8 image; the format follows the extension (PNG is lossless). Atomic."""
+    out = Path(out)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise SynthdbError(f"{out}: unknown image extension {out.suffix!r}; use .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    try:
+        Image.fromarray(pixels).save(tmp)
+        os.replace(tmp, out)
+    except OSError as error:
+        raise SynthdbError(f"cannot write {out} ({error}): check the directory is writable") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def generate_images(
+    generator: Generator,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    num: int = 1,
+    truncation: float = 0.7,
+    latents: str | os.PathLike | None = None,
+    w_plus: bool = False,
+    noise_mode: str = "const",
+    columns: int = GRID_COLUMNS,
+) -> GeneratedImages:
+    """Synthesize ``num`` images from ``seed`` (or one from the sample file ``latents``) and save them to
+    ``out``, tiled ``columns`` per row when there are several."""
+    if num < 1:
+        raise SynthdbError(f"--num must be at least 1, got {num}")
+    c = None
+    if latents is not None:
+        w, c, field = latents_from_sample(generator, latents, truncation, w_plus)
+        source = f"{field} of {latents}"
+    else:
+        w = latents_from_seed(generator, seed, num, truncation)
+        source = f"seed {seed}, truncation {truncation}"
+    with torch.no_grad():
+        images = torch.cat(
+            [generator.synthesis(chunk, c, noise_mode=noise_mode) for chunk in w.split(BATCH_SIZE)]
+        )
+    pixels = to_uint8(images)
+    path = save_image(tile(pixels, columns), out)
+    cols = min(len(pixels), columns)
+    return GeneratedImages(
+        path, len(pixels), cols, math.ceil(len(pixels) / cols), generator.describe(), source
+    )

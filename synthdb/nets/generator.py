@@ -1,0 +1,440 @@
+"""``Generator``: one surface over every GAN generator synthdb drives, and the one place that builds them.
+
+The surface is the reference package's (``mapping``, ``synthesis``, ``w_avg``, ``num_ws``, ``z_dim``,
+``w_dim``, ``img_resolution``; images in [-1, 1], (N, 3, H, W)), with its quirks fixed: constant noise by
+default, so an image is a function of its latent; no truncation unless asked; frozen weights, so gradients
+reach the latents only.
+
+Like timm, architectures (``stylegan2.py``, ...) are separate from how they are obtained. An
+:class:`Architecture` says how to build a network from its constructor arguments and how to recognise and
+translate an NVIDIA pickle of it; ``Generator.load`` accepts
+
+- the name of a tiny random-initialised configuration (:data:`TINY`, e.g. ``stylegan2-tiny``): untrained,
+  built from a fixed seed, for tests, demos and CPU benchmarks, since no face generator ships with synthdb;
+- a file: an NVIDIA network pickle (read by :mod:`synthdb.nets.pickles`, never executed) or a file written
+  by :meth:`Generator.save` (``torch.load(weights_only=True)``);
+- a generator model card name, whose file is looked up in a models directory.
+
+StyleGAN3 and EG3D plug in by adding an :class:`Architecture` to :data:`ARCHITECTURES` (and tiny
+configurations to :data:`TINY`); nothing else here is specific to StyleGAN2.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from synthdb.errors import SynthdbError
+from synthdb.nets import stylegan2
+from synthdb.nets.pickles import PickledModule, read_pickled_module
+
+FILE_FORMAT = "synthdb-generator"
+FILE_VERSION = 1
+_ZIP_MAGIC = b"PK\x03\x04"
+_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to build one architecture, and how to read it from NVIDIA pickles.
+
+    A pickled network is recognised by the class name of its root (``pickle_class``) and a class name
+    that only this architecture has below it (``pickle_marker``): NVIDIA's StyleGAN2 and StyleGAN3 roots
+    are both called ``Generator``. ``from_pickle`` turns the recorded constructor arguments into ``build``'s.
+    ``tiny_init`` fills what a fresh network leaves degenerate (zero noise strengths, zero ``w_avg``) so
+    that the tiny configurations exercise every code path.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    pickle_class: str
+    pickle_marker: str
+    from_pickle: Callable[[PickledModule], dict[str, Any]]
+    tiny_init: Callable[[nn.Module], None]
+    synthesis_takes_c: bool = False  # EG3D renders from a camera label; StyleGAN's c only enters mapping
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """A small random-initialised network: real architecture, fixed seed, no training."""
+
+    architecture: str
+    kwargs: Mapping[str, Any]
+    seed: int
+    description: str
+
+
+# --- StyleGAN2 ----------------------------------------------------------------------------------------------
+
+#: NVIDIA constructor arguments that only choose fp16 blocks, memory formats or grouped vs. plain
+#: convolutions: same arithmetic in float32, so synthdb's networks do not take them.
+_STYLEGAN2_RUNTIME_ONLY = frozenset(
+    {"num_fp16_res", "fp16_channels_last", "channels_last", "fused_modconv_default"}
+)
+
+
+def _stylegan2_from_pickle(record: PickledModule) -> dict[str, Any]:
+    """NVIDIA's ``Generator`` constructor arguments -> :class:`~synthdb.nets.stylegan2.StyleGAN2Generator`'s.
+
+    stylegan2-ada-pytorch nests the synthesis arguments in ``synthesis_kwargs`` and defaults
+    ``conv_clamp`` to None; the stylegan3 repository passes them flat and defaults it to 256 (as ours does).
+    """
+    params = list(inspect.signature(stylegan2.StyleGAN2Generator).parameters)
+    kwargs = dict(zip(params, record.init_args, strict=False))
+    kwargs.update(record.init_kwargs)
+    if "synthesis_kwargs" in kwargs:
+        kwargs.update(kwargs.pop("synthesis_kwargs") or {})
+        kwargs.setdefault("conv_clamp", None)
+    for key in _STYLEGAN2_RUNTIME_ONLY:
+        kwargs.pop(key, None)
+    if unknown := sorted(set(kwargs) - set(params)):
+        raise ValueError(f"constructor arguments synthdb's StyleGAN2 does not know: {', '.join(unknown)}")
+    return kwargs
+
+
+def _stylegan2_tiny_init(net: nn.Module) -> None:
+    """Noise strengths drawn at random (NVIDIA starts them at zero, which would hide the noise inputs),
+    ToRGB weights scaled by 0.2 (the summed skip outputs of a fresh network have a standard deviation near
+    3; this brings images to about 0.6, mostly inside [-1, 1], so saved PNGs are not saturated), and
+    ``w_avg`` set to the mean w of 4096 random z, so truncation pulls towards a real centre."""
+    assert isinstance(net, stylegan2.StyleGAN2Generator)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith("noise_strength"):
+                param.copy_(torch.randn([]) * 0.3)
+            elif name.endswith("torgb.weight"):
+                param.mul_(0.2)
+        z = torch.randn(4096, net.z_dim)
+        c = torch.randn(4096, net.c_dim) if net.c_dim else None
+        net.mapping.w_avg.copy_(net.mapping(z, c)[:, 0].mean(dim=0))
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "stylegan2": Architecture(
+        name="stylegan2",
+        build=stylegan2.StyleGAN2Generator,
+        pickle_class="Generator",
+        pickle_marker="SynthesisBlock",
+        from_pickle=_stylegan2_from_pickle,
+        tiny_init=_stylegan2_tiny_init,
+    ),
+}
+
+TINY: dict[str, TinyConfig] = {
+    "stylegan2-tiny": TinyConfig(
+        architecture="stylegan2",
+        kwargs={
+            "z_dim": 512,
+            "c_dim": 0,
+            "w_dim": 512,
+            "img_resolution": 64,
+            "img_channels": 3,
+            "mapping_kwargs": {"num_layers": 2},
+            "channel_base": 2048,
+            "channel_max": 64,
+        },
+        seed=20240501,
+        description="stylegan2 64x64, 2 mapping layers, at most 64 channels",
+    ),
+}
+
+
+# --- the Generator ------------------------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """A frozen generator network behind the reference package's API.
+
+    ``name`` is the tiny configuration or model card it came from ("" for a bare file); ``untrained``
+    marks random-initialised networks, whose images are not faces and must be labelled as such.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        architecture: str,
+        kwargs: Mapping[str, Any],
+        name: str = "",
+        untrained: bool = False,
+    ) -> None:
+        super().__init__()
+        self.network = network.requires_grad_(False).eval()
+        self.architecture = ARCHITECTURES[architecture]
+        self.kwargs = dict(kwargs)
+        self.name = name
+        self.untrained = untrained
+
+    # attributes of the reference API
+    @property
+    def z_dim(self) -> int:
+        return self.network.z_dim
+
+    @property
+    def c_dim(self) -> int:
+        return self.network.c_dim
+
+    @property
+    def w_dim(self) -> int:
+        return self.network.w_dim
+
+    @property
+    def num_ws(self) -> int:
+        return self.network.num_ws
+
+    @property
+    def img_resolution(self) -> int:
+        return self.network.img_resolution
+
+    @property
+    def w_avg(self) -> Tensor:
+        """Centre of the W distribution tracked during training: the target of truncation."""
+        return self.network.mapping.w_avg
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def describe(self) -> str:
+        """One line for logs and CLI output; untrained networks say so."""
+        label = self.name or "generator"
+        what = (
+            TINY[self.name].description
+            if self.name in TINY
+            else f"{self.architecture.name} {self.img_resolution}x{self.img_resolution}"
+        )
+        return (
+            f"{label} ({what}, UNTRAINED: random weights, images are not faces)"
+            if self.untrained
+            else f"{label} ({what})"
+        )
+
+    def mapping(
+        self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0, w_plus: bool = False
+    ) -> Tensor:
+        """z (N, z_dim) -> w (N, w_dim), or w+ (N, num_ws, w_dim) with ``w_plus``.
+
+        Truncation is ``w_avg + psi * (w - w_avg)`` on every layer (psi = 1: none). ``c`` (N, c_dim) is
+        required by conditional networks and refused by the others.
+        """
+        self._check(z, (self.z_dim,), "z")
+        if self.c_dim:
+            if c is None:
+                raise SynthdbError(f"{self.describe()} is conditional: pass c with shape (N, {self.c_dim})")
+            self._check(c, (self.c_dim,), "c")
+        elif c is not None:
+            raise SynthdbError(f"{self.describe()} takes no label c (c_dim = 0): pass c=None")
+        ws = self.network.mapping(z, c, truncation_psi=truncation_psi)
+        return ws if w_plus else ws[:, 0]
+
+    def synthesis(self, w: Tensor, c: Tensor | None = None, noise_mode: str = "const") -> Tensor:
+        """w (N, w_dim) or w+ (N, num_ws, w_dim) -> images (N, 3, H, W) in about [-1, 1], not clamped (a
+        clamp would stop gradients). ``noise_mode``: const (default: the same w gives the same image),
+        random, or none. ``c`` is used by architectures that render from a camera (EG3D) only."""
+        if noise_mode not in stylegan2.NOISE_MODES:
+            raise SynthdbError(
+                f"noise_mode must be one of {', '.join(stylegan2.NOISE_MODES)}, got {noise_mode!r}"
+            )
+        if w.ndim == 2:
+            self._check(w, (self.w_dim,), "w")
+            w = w.unsqueeze(1).expand(-1, self.num_ws, -1)
+        else:
+            self._check(w, (self.num_ws, self.w_dim), "w")
+        if self.architecture.synthesis_takes_c:
+            return self.network.synthesis(w, c, noise_mode=noise_mode)
+        return self.network.synthesis(w, noise_mode=noise_mode)
+
+    def forward(
+        self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "const"
+    ) -> Tensor:
+        return self.synthesis(self.mapping(z, c, truncation_psi, w_plus=True), c, noise_mode)
+
+    def _check(self, x: Tensor, row: tuple[int, ...], what: str) -> None:
+        if x.ndim != len(row) + 1 or tuple(x.shape[1:]) != row:
+            expected = ", ".join(["N", *map(str, row)])
+            raise SynthdbError(
+                f"{what} has shape {tuple(x.shape)}, but {self.describe()} expects ({expected})"
+            )
+
+    # --- files ----------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write architecture, constructor arguments and weights as a torch file that loads with
+        ``weights_only=True`` (unlike NVIDIA pickles, it carries no code); atomic (temp file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        payload = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "architecture": self.architecture.name,
+            "name": self.name,
+            "untrained": self.untrained,
+            "kwargs": self.kwargs,
+            "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
+        }
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise SynthdbError(
+                f"cannot write {path} ({error.strerror}): check the directory is writable"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def tiny(cls, name: str) -> Generator:
+        """A tiny configuration, built from its seed (bit-identical every time, global RNG untouched)."""
+        config = TINY[name]
+        arch = ARCHITECTURES[config.architecture]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            network = arch.build(**config.kwargs)
+            arch.tiny_init(network)
+        return cls(network, arch.name, config.kwargs, name=name, untrained=True)
+
+    @classmethod
+    def load(cls, spec: str | Path, models_dir: str | Path | None = None) -> Generator:
+        """A tiny configuration name, a file path, or a generator model card name (its file is looked up in
+        ``models_dir``)."""
+        if isinstance(spec, str) and spec in TINY:
+            return cls.tiny(spec)
+        path = Path(spec)
+        if path.is_file():
+            return cls.from_file(path)
+        from synthdb.nets.cards import get_card, list_cards  # cards pull in every embedder module
+
+        names = [*TINY, *(c.name for c in list_cards("generator"))]
+        if str(spec) not in names:
+            raise SynthdbError(f"no generator {str(spec)!r}: not a file, and not one of {', '.join(names)}")
+        card = get_card(str(spec))
+        if models_dir is None:
+            raise SynthdbError(
+                f"{card.name}'s weights ({card.file}) are looked up in a workspace's models "
+                f"directory: run `synthdb models fetch {card.name}` in a workspace and pass it "
+                "(-w DIR), or pass the file's path"
+            )
+        weights = Path(models_dir) / card.file
+        if not weights.is_file():
+            raise SynthdbError(
+                f"{weights} does not exist: fetch it (`synthdb models fetch {card.name}`) or "
+                f"copy it (`synthdb models add {card.name} --file PATH`)"
+            )
+        return cls.from_file(weights, name=card.name, architecture=card.architecture)
+
+    @classmethod
+    def from_file(cls, path: str | Path, name: str = "", architecture: str | None = None) -> Generator:
+        """An NVIDIA network pickle (its ``G_ema``) or a file written by :meth:`save`; ``name`` (a model
+        card's) overrides the file's, and ``architecture`` is what the file must hold (the card's)."""
+        path = Path(path)
+        with open(path, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+        if head == _ZIP_MAGIC:
+            generator = cls._from_saved(path)
+            generator.name = name or generator.name
+        else:
+            record = read_pickled_module(path)
+            arch = _detect(record, path)
+            try:
+                kwargs = arch.from_pickle(record)
+                state = record.state_dict()
+            except ValueError as error:
+                raise SynthdbError(
+                    f"{path}: its {record.class_name} cannot be rebuilt ({error}); synthdb "
+                    "reads the official NVIDIA releases of this architecture"
+                ) from None
+            generator = cls(_build(arch, kwargs, state, path), arch.name, kwargs, name=name)
+        if architecture is not None and generator.architecture.name != architecture:
+            raise SynthdbError(
+                f"{path} holds a {generator.architecture.name} network, but {name or 'its card'} "
+                f"is a {architecture}: replace the file with the one the card names"
+            )
+        return generator
+
+    @classmethod
+    def _from_saved(cls, path: Path) -> Generator:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for bad files; all mean the same to the user
+            reason = str(error).split("\n")[0] or type(error).__name__
+            raise SynthdbError(
+                f"{path} is not a readable synthdb generator file ({reason}): write it with "
+                "Generator.save, or pass an NVIDIA network pickle"
+            ) from None
+        if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+            raise SynthdbError(
+                f"{path} is a torch file but not a synthdb generator (no format = "
+                f"{FILE_FORMAT!r}): write it with Generator.save"
+            )
+        if payload.get("version") != FILE_VERSION or payload.get("architecture") not in ARCHITECTURES:
+            raise SynthdbError(
+                f"{path} is a synthdb generator file of version {payload.get('version')} for "
+                f"architecture {payload.get('architecture')!r}, which this synthdb cannot read: "
+                "upgrade synthdb"
+            )
+        arch = ARCHITECTURES[payload["architecture"]]
+        network = _build(arch, payload["kwargs"], payload["state_dict"], path)
+        return cls(
+            network,
+            arch.name,
+            payload["kwargs"],
+            name=payload.get("name", ""),
+            untrained=bool(payload.get("untrained", False)),
+        )
+
+
+def _detect(record: PickledModule, path: Path) -> Architecture:
+    names = record.class_names()
+    for arch in ARCHITECTURES.values():
+        if record.class_name == arch.pickle_class and arch.pickle_marker in names:
+            return arch
+    known = ", ".join(f"{a.name} ({a.pickle_class} with {a.pickle_marker})" for a in ARCHITECTURES.values())
+    raise SynthdbError(
+        f"{path} holds a {record.class_name} built from {', '.join(sorted(names))}: not an "
+        f"architecture synthdb can build yet (known: {known})"
+    )
+
+
+def _build(
+    arch: Architecture, kwargs: Mapping[str, Any], state: Mapping[str, Tensor], path: Path
+) -> nn.Module:
+    """Our network from constructor arguments and a state dict that must fit it exactly.
+
+    The network is built on the meta device (no time spent on random init that would be overwritten),
+    then the file's tensors are assigned to it.
+    """
+    try:
+        with torch.device("meta"):
+            network = arch.build(**kwargs)
+    except (TypeError, ValueError) as error:
+        raise SynthdbError(
+            f"{path}: cannot build {arch.name} from its arguments ({error}); the file is "
+            "damaged or from an unsupported release"
+        ) from None
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:_EXAMPLES]) or "-"
+
+        raise SynthdbError(
+            f"{path} does not fit {arch.name}: {len(missing)} missing ({some(missing)}), {len(unexpected)} "
+            f"unexpected ({some(unexpected)}) and {len(wrong)} misshapen tensors ({some(wrong)}): the file "
+            "is damaged or from an unsupported release"
+        )
+    network.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, assign=True)
+    return network
