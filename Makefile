@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PG_DEFAULT := postgresql://postgres@127.0.0.1:5432/test
 export SYNTHDB_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo $(PG_DEFAULT))
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test stress bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check synthdb cli migrations tests bench
 	$(BIN)/python -m pytest -q
+
+# Full-size stress cases (e.g. the 10,000-image resumable exports); `make test` runs them at a bounded size.
+stress: $(STAMP)
+	SYNTHDB_STRESS=1 $(BIN)/python -m pytest -q tests/test_export_resume.py
 
 bench: $(STAMP)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -1,4 +1,4 @@
-"""``synthdb import SOURCE PATH``: index a genuine face database into the catalog."""
+"""``synthdb import SOURCE PATH``: index a genuine face database (or a samples.h5) into the catalog."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from synthdb.sources import registry
 
 @cli.group(name="import")
 def import_group() -> None:
-    """Index a genuine face database (its files stay where they are)."""
+    """Index a face database into the catalog (its files stay where they are)."""
 
 
 def _make_command(source_name: str) -> None:
+    is_file = registry.path_kind(source_name) == "file"
+    default_name = "the folder of samples.h5, else the file's stem" if is_file else source_name
+
     @import_group.command(name=source_name, help=registry.describe(source_name))
-    @click.argument("path", type=click.Path(exists=True, file_okay=False))
-    @click.option("--name", help=f"Dataset name (default: {source_name}).")
+    @click.argument("path", type=click.Path(exists=True, file_okay=is_file, dir_okay=not is_file))
+    @click.option("--name", help=f"Dataset name (default: {default_name}).")
     @click.option("--update", is_flag=True, help="Add files that appeared since the last import.")
     @click.option("--verify-images", is_flag=True, help="Decode every image (slow); default: stat only.")
     @pass_options
@@ -34,9 +37,10 @@ def _make_command(source_name: str) -> None:
         if report.note:
             click.echo(report.note)
             return
+        pairs = f", {report.pairs_added} pairs added" if report.pairs_added or report.pairs_existing else ""
         click.echo(
             f"dataset '{report.dataset}' (run {report.run_id}): {report.added} samples added, "
-            f"{report.existing} already present, {report.scanned} scanned"
+            f"{report.existing} already present, {report.scanned} scanned{pairs}"
         )
         for kind, count in report.problem_counts.items():
             listed = report.problems[kind]

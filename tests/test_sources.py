@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from synthdb.analysis.query import query
 from synthdb.catalog.schema import Identity, Run, Sample
 from synthdb.context import Context
-from synthdb.sources.common import safe_relpath
+from synthdb.sources.common import Entry, ImportReport, check_file, safe_relpath
 from synthdb.sources.registry import import_named
 
 
@@ -87,6 +87,9 @@ def test_corrupt_files_are_named_and_the_rest_imported(
         ("a/b.jpg", "a/b.jpg"),
         ("./a//b.jpg", "a/b.jpg"),
         ("a/../b.jpg", "b.jpg"),
+        ("a/.hidden/b.jpg", "a/.hidden/b.jpg"),
+        ("a/b/", "a/b"),
+        ("a/./b.jpg", "a/b.jpg"),
         ("../../x", None),
         ("a/../../x", None),
         ("/etc/passwd", None),
@@ -97,3 +100,14 @@ def test_corrupt_files_are_named_and_the_rest_imported(
 )
 def test_paths_that_escape_the_root_are_refused(path: str, clean: str | None) -> None:
     assert safe_relpath(path) == clean
+
+
+def test_a_cleaned_path_keeps_the_entry_key(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b.jpg").write_bytes(b"")
+    report = ImportReport(dataset="d", dataset_id=1, run_id=None)
+    entry = check_file(tmp_path, Entry("images_00_00001", "./a//b.jpg", "1"), False, report)
+    assert entry == Entry("images_00_00001", "a/b.jpg", "1") and not report.problem_counts
+    assert check_file(tmp_path, Entry("k", "a", "1"), False, report) is None  # a folder is not an image
+    assert check_file(tmp_path, Entry("k", "a/b.jpg/c", "1"), False, report) is None
+    assert report.problems == {"missing": ["a", "a/b.jpg/c"]}

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -184,6 +185,33 @@ class GroupMember(Base):
     )
     sample_id: Mapped[int] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"), primary_key=True)
     purpose: Mapped[str | None] = mapped_column(String(32))
+
+
+class VerificationPair(Base):
+    """One comparison a protocol group prescribes, in the order of the protocol's file.
+
+    A side is a sample (LFW: two images) or a template, a set of samples scored as one (IJB-C: the
+    template id, which those samples carry as their ``label``); exactly one of the two columns of a
+    side is set. ``position`` is the pair's line in its file, so re-importing skips pairs already
+    present and readers get them back in the order the protocol's folds expect. ``genuine`` says
+    whether both sides show the same person (None when the file does not say).
+    """
+
+    __tablename__ = "verification_pair"
+    __table_args__ = (
+        Index("ix_verification_pair_first_sample_id", "first_sample_id"),
+        Index("ix_verification_pair_second_sample_id", "second_sample_id"),
+    )
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("protocol_group.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    first_sample_id: Mapped[int | None] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"))
+    second_sample_id: Mapped[int | None] = mapped_column(ForeignKey("sample.id", ondelete="CASCADE"))
+    first_template: Mapped[str | None] = mapped_column(String(200))
+    second_template: Mapped[str | None] = mapped_column(String(200))
+    genuine: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Model(Base):

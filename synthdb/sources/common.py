@@ -6,11 +6,14 @@ way for all of them: one run row; entries streamed in chunks so memory stays bou
 42M files); each chunk committed in one transaction; files stat-ed (decoded only with
 ``verify_images``); missing, unreadable and root-escaping files counted and named in the run's
 summary instead of stopping the import; re-running adds nothing unless ``update`` asks for new files.
+Sources whose protocols prescribe comparisons (LFW pairs, IJB-C template matches) also yield ``Pair``
+objects; they are stored after all samples, when every key they name has an id.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,7 +26,7 @@ from sqlalchemy.engine import Connection
 from synthdb.catalog import bulk
 from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.runs import recorded_run, set_summary
-from synthdb.catalog.schema import Dataset, GroupMember, ProtocolGroup, Sample
+from synthdb.catalog.schema import Dataset, GroupMember, ProtocolGroup, Sample, VerificationPair
 from synthdb.catalog.schema import Protocol as ProtocolRow
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -46,12 +49,51 @@ class Entry:
     groups: tuple[tuple[str, str, str | None], ...] = ()
 
 
+@dataclass(frozen=True)
+class Pair:
+    """A comparison a protocol file prescribes, at ``position`` (its line order) in its group.
+
+    The sides are sample keys, or template ids when ``templates`` is true (IJB-C compares templates,
+    sets of samples that carry the template id as their label).
+    """
+
+    protocol: str
+    group: str
+    position: int
+    first: str
+    second: str
+    genuine: bool | None
+    templates: bool = False
+
+
 class Source(Protocol):
-    """A genuine-database layout: its name (the dataset's ``source``) and how to scan a root."""
+    """A genuine-database layout: its name (the dataset's ``source``) and how to read a root.
+
+    ``check`` runs before anything is written, so a root that is not this layout fails without
+    leaving an empty dataset behind; ``scan`` yields the samples; ``pairs`` the prescribed
+    comparisons, read once every sample is in the catalog.
+    """
 
     name: str
+    path_kind: str
+
+    def check(self, root: Path) -> None: ...
 
     def scan(self, root: Path) -> Iterator[Entry]: ...
+
+    def pairs(self, root: Path) -> Iterator[Pair]: ...
+
+
+class DirectorySource:
+    """Defaults for sources rooted at a directory: nothing to check up front, no pairs."""
+
+    path_kind = "directory"
+
+    def check(self, root: Path) -> None:
+        """Refuse a root that is not this layout before the import writes anything (default: accept)."""
+
+    def pairs(self, root: Path) -> Iterator[Pair]:
+        return iter(())
 
 
 @dataclass
@@ -62,6 +104,8 @@ class ImportReport:
     scanned: int = 0
     added: int = 0
     existing: int = 0
+    pairs_added: int = 0
+    pairs_existing: int = 0
     problems: dict[str, list[str]] = field(default_factory=dict)
     problem_counts: dict[str, int] = field(default_factory=dict)
     note: str | None = None
@@ -77,6 +121,8 @@ class ImportReport:
             "scanned": self.scanned,
             "added": self.added,
             "existing": self.existing,
+            "pairs_added": self.pairs_added,
+            "pairs_existing": self.pairs_existing,
             "problem_counts": self.problem_counts,
             "problems": self.problems,
         }
@@ -86,6 +132,8 @@ def safe_relpath(path: str) -> str | None:
     """``path`` as a clean relative POSIX path, or None when it is absolute or escapes the root."""
     if not path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         return None
+    if "\\" not in path and "//" not in path and "/." not in "/" + path and not path.endswith("/"):
+        return path  # already clean: no empty, "." or ".." part (the common case, checked fast)
     parts: list[str] = []
     for part in PurePosixPath(path.replace("\\", "/")).parts:
         if part == "..":
@@ -101,7 +149,24 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) -> Entry | None:
+def sorted_listing(folder: str | os.PathLike) -> list[os.DirEntry[str]]:
+    """One directory's entries sorted by name: scans are deterministic and hold one listing at a time."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted(listing, key=lambda item: item.name)
+    except OSError as exc:
+        raise SynthdbError(
+            f"{folder}: cannot list it ({exc.strerror or exc}); check that it exists and is readable"
+        ) from None
+
+
+def subfolders(folder: str | os.PathLike) -> list[os.DirEntry[str]]:
+    """Sorted subfolders, not following symlinks, so a link loop cannot trap a scan."""
+    return [item for item in sorted_listing(folder) if item.is_dir(follow_symlinks=False)]
+
+
+def check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) -> Entry | None:
+    """The entry with its path cleaned, or None (and a named problem) when its file cannot be used."""
     if entry.path is None:
         return entry
     rel = safe_relpath(entry.path)
@@ -113,12 +178,15 @@ def _check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) ->
     except UnicodeEncodeError:  # a non-UTF-8 file name: the catalog stores text, so name it and move on
         report.problem("non_utf8_name", rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
         return None
-    full = root / rel
+    full = os.path.join(root, rel)
     try:
-        if not full.is_file():
+        if not stat.S_ISREG(os.stat(full).st_mode):
             report.problem("missing", rel)
             return None
-    except OSError:  # e.g. a file name the file system cannot encode, or a symlink loop
+    except (FileNotFoundError, NotADirectoryError):
+        report.problem("missing", rel)
+        return None
+    except (OSError, ValueError):  # e.g. a name the file system cannot encode, a symlink loop, no permission
         report.problem("unreadable", rel)
         return None
     if verify:
@@ -133,7 +201,7 @@ def _check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) ->
     return (
         entry
         if rel == entry.path
-        else Entry(rel, rel, entry.identity, entry.attributes, entry.label, entry.groups)
+        else Entry(entry.key, rel, entry.identity, entry.attributes, entry.label, entry.groups)
     )
 
 
@@ -198,13 +266,68 @@ def _commit_chunk(
             for e, sid in zip(fresh, ids, strict=True)
             for p, g, purpose in e.groups
         ]
-        if members:
-            conn.execute(sa.insert(GroupMember.__table__), members)
+        bulk.insert_rows(conn, GroupMember.__table__, members)
         report.added += len(fresh)
 
 
-def _chunks(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
-    iterator = iter(entries)
+def _commit_pairs(ctx: Context, dataset_id: int, chunk: list[Pair], report: ImportReport) -> None:
+    """Insert the pairs of a chunk that are not stored yet; a side naming no sample is a problem."""
+    samples, pairs = Sample.__table__, VerificationPair.__table__
+    with ctx.catalog.begin() as conn:
+        group_ids = _group_ids(conn, dataset_id, {(p.protocol, p.group) for p in chunk})
+        stored: set[tuple[int, int]] = set()
+        for gid in set(group_ids.values()):
+            positions = [p.position for p in chunk if group_ids[(p.protocol, p.group)] == gid]
+            stored.update(
+                (gid, position)
+                for position in conn.execute(
+                    sa.select(pairs.c.position).where(
+                        pairs.c.group_id == gid, pairs.c.position.between(min(positions), max(positions))
+                    )
+                ).scalars()
+            )
+        fresh = [p for p in chunk if (group_ids[(p.protocol, p.group)], p.position) not in stored]
+        report.pairs_existing += len(chunk) - len(fresh)
+        keys = {side for p in fresh if not p.templates for side in (p.first, p.second)}
+        ids = (
+            dict(
+                conn.execute(
+                    sa.select(samples.c.key, samples.c.id).where(
+                        samples.c.dataset_id == dataset_id, samples.c.key.in_(sorted(keys))
+                    )
+                ).all()
+            )
+            if keys
+            else {}
+        )
+        rows = []
+        for p in fresh:
+            row: dict[str, Any] = {
+                "group_id": group_ids[(p.protocol, p.group)],
+                "position": p.position,
+                "genuine": p.genuine,
+                "first_sample_id": None,
+                "second_sample_id": None,
+                "first_template": None,
+                "second_template": None,
+            }
+            if p.templates:
+                row["first_template"], row["second_template"] = p.first, p.second
+            else:
+                unknown = [side for side in (p.first, p.second) if side not in ids]
+                if unknown:
+                    report.problem(
+                        "pair_without_sample", f"{p.protocol}/{p.group} #{p.position}: {unknown[0]}"
+                    )
+                    continue
+                row["first_sample_id"], row["second_sample_id"] = ids[p.first], ids[p.second]
+            rows.append(row)
+        bulk.insert_rows(conn, pairs, rows)
+        report.pairs_added += len(rows)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
 
@@ -223,42 +346,58 @@ def import_source(
     if not root.is_dir():
         raise SynthdbError(f"{root} is not a directory: pass the root folder of the {source.name} database")
     name = name or source.name
-    dataset = Dataset.__table__
-    with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(
-            sa.select(dataset.c.id, dataset.c.source, dataset.c.root).where(dataset.c.name == name)
-        ).first()
-    if row is not None and row.source != source.name:
-        raise SynthdbError(
-            f"dataset '{name}' exists with source '{row.source}', not '{source.name}': choose another --name"
-        )
-    if row is not None and not update:
-        count = _sample_count(ctx, row.id)
-        return ImportReport(
-            dataset=name,
-            dataset_id=row.id,
-            run_id=None,
-            existing=count,
-            note=f"dataset '{name}' is imported already ({count} samples); "
-            "pass --update to add files that appeared since",
-        )
+    existing_id, done = existing_dataset(ctx, name, source.name, update)
+    if done is not None:
+        return done
+    source.check(root)
     params = {"root": str(root), "name": name, "update": update, "verify_images": verify_images}
     with recorded_run(ctx.catalog, "import", algorithm=source.name, params=params) as run_id:
         dataset_id = (
-            row.id
-            if row is not None
+            existing_id
+            if existing_id is not None
             else create_dataset(ctx.catalog, name, "genuine", source.name, root=str(root), run_id=run_id)
         )
         report = ImportReport(dataset=name, dataset_id=dataset_id, run_id=run_id)
         with progress_bar(None, f"importing {name}", quiet) as advance:
-            checked = (_check_file(root, e, verify_images, report) for e in source.scan(root))
+            checked = (check_file(root, e, verify_images, report) for e in source.scan(root))
             for chunk in _chunks((e for e in checked if e is not None), CHUNK):
                 report.scanned += len(chunk)
                 _commit_chunk(ctx, dataset_id, run_id, chunk, report)
                 advance(len(chunk))
-        report.scanned += sum(report.problem_counts.values())
+            report.scanned += sum(report.problem_counts.values())
+            for pair_chunk in _chunks(source.pairs(root), CHUNK):
+                _commit_pairs(ctx, dataset_id, pair_chunk, report)
         set_summary(ctx.catalog, run_id, report.summary())
     return report
+
+
+def existing_dataset(
+    ctx: Context, name: str, source_name: str, update: bool
+) -> tuple[int | None, ImportReport | None]:
+    """The id of dataset ``name`` if it exists, and the report that ends an import without ``update``.
+
+    A dataset of another source under the same name is an error: importing into it would mix layouts.
+    """
+    dataset = Dataset.__table__
+    with ctx.catalog.engine.connect() as conn:
+        row = conn.execute(sa.select(dataset.c.id, dataset.c.source).where(dataset.c.name == name)).first()
+    if row is None:
+        return None, None
+    if row.source != source_name:
+        raise SynthdbError(
+            f"dataset '{name}' exists with source '{row.source}', not '{source_name}': choose another --name"
+        )
+    if update:
+        return row.id, None
+    count = _sample_count(ctx, row.id)
+    return row.id, ImportReport(
+        dataset=name,
+        dataset_id=row.id,
+        run_id=None,
+        existing=count,
+        note=f"dataset '{name}' is imported already ({count} samples); "
+        "pass --update to add files that appeared since",
+    )
 
 
 def _sample_count(ctx: Context, dataset_id: int) -> int:

@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from synthdb.sources.common import Entry, is_image_name
+from synthdb.sources.common import DirectorySource, Entry, is_image_name
 
 
-class ImageFolder:
+class ImageFolder(DirectorySource):
     name = "imagefolder"
 
     def scan(self, root: Path) -> Iterator[Entry]:

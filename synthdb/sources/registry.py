@@ -8,9 +8,25 @@ import sys
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.sources.common import ImportReport, Source, import_source
+from synthdb.sources.ffhq import FFHQ
+from synthdb.sources.ijbc import IJBC
 from synthdb.sources.imagefolder import ImageFolder
+from synthdb.sources.lfw import LFW
+from synthdb.sources.multipie import MultiPIE
+from synthdb.sources.samples import SampleFile
+from synthdb.sources.utkface import UTKFace
+from synthdb.sources.webface42m import WebFace42M
 
-SOURCES: dict[str, type] = {"imagefolder": ImageFolder}
+SOURCES: dict[str, type] = {
+    "ffhq": FFHQ,
+    "ijbc": IJBC,
+    "imagefolder": ImageFolder,
+    "lfw": LFW,
+    "multipie": MultiPIE,
+    "samples": SampleFile,
+    "utkface": UTKFace,
+    "webface42m": WebFace42M,
+}
 
 
 def describe(name: str) -> str:
@@ -19,12 +35,24 @@ def describe(name: str) -> str:
     return doc.strip().splitlines()[0]
 
 
-def make_source(name: str) -> Source:
+def path_kind(name: str) -> str:
+    """What ``synthdb import NAME PATH`` expects: ``directory`` (a database root) or ``file``."""
+    return SOURCES[name].path_kind
+
+
+def make_source(name: str) -> Source | SampleFile:
     if name not in SOURCES:
         raise SynthdbError(f"unknown source '{name}': known are {', '.join(sorted(SOURCES))}")
     return SOURCES[name]()
 
 
 def import_named(ctx: Context, source: str, root: str | os.PathLike, **options: object) -> ImportReport:
-    """Import ``root`` with the source called ``source`` (the Python twin of ``synthdb import SOURCE``)."""
-    return import_source(ctx, make_source(source), root, **options)
+    """Import ``root`` with the source called ``source`` (the Python twin of ``synthdb import SOURCE``).
+
+    Directory sources only scan and go through ``import_source``; a file source (``samples``, whose
+    vectors go into shards) runs its own import with the same options and report.
+    """
+    importer = make_source(source)
+    if isinstance(importer, SampleFile):
+        return importer.import_file(ctx, root, **options)
+    return import_source(ctx, importer, root, **options)

@@ -1,0 +1,240 @@
+"""``export()``: the Python twin of ``synthdb export DATASET --format F OUT``.
+
+It checks every option before anything is written, selects the samples, claims the output folder
+(resuming the same export left there by a crash), records one ``export`` run, lets the format write,
+then writes the manifest and marks the folder complete. Re-running a complete export changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from synthdb.catalog.runs import finish_run, recorded_run, set_summary
+from synthdb.catalog.schema import Run
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.export import bob, imagefolder, pairs_bin, recordio, synthetics_h5, webdataset
+from synthdb.export.common import (
+    MANIFEST_NAME,
+    DatasetInfo,
+    ExportOptions,
+    ExportState,
+    FormatSpec,
+    Job,
+    load_dataset,
+    select,
+    write_manifest,
+)
+from synthdb.export.images import ImagePipeline
+from synthdb.faces.align import PRESETS
+from synthdb.progress import progress_bar
+
+FORMATS: dict[str, FormatSpec] = {
+    spec.name: spec
+    for spec in (
+        imagefolder.FORMAT,
+        recordio.FORMAT,
+        webdataset.FORMAT,
+        bob.FORMAT,
+        pairs_bin.FORMAT,
+        synthetics_h5.FORMAT,
+    )
+}
+STREAMING = {"imagefolder", "recordio", "webdataset", "synthetics-h5"}
+"""Formats whose progress counts the selected samples (the others count what they need of them)."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: its manifest (counts, files with sha256, runs), and a note if nothing ran."""
+
+    dataset: str
+    format: str
+    out: Path
+    run_id: int | None
+    manifest: dict[str, Any]
+    note: str | None = None
+
+
+def _check(spec: FormatSpec, options: ExportOptions) -> None:
+    """Refuse options that are invalid or mean nothing for the format, before any run or file exists."""
+    if options.size is not None and not 8 <= options.size <= 4096:
+        raise SynthdbError(f"--size {options.size} is out of range: pass a side length from 8 to 4096 pixels")
+    if not 1 <= options.quality <= 100:
+        raise SynthdbError(f"--quality {options.quality} is out of range: pass 1 to 100 (JPEG quality)")
+    if options.shard_max_count < 1 or options.shard_max_bytes < 1:
+        raise SynthdbError("--shard-max-count and --shard-max-size must be positive")
+    if options.checkpoint_every < 1:
+        raise SynthdbError("checkpoint_every must be positive: it counts samples between checkpoints")
+    if spec.encoding is None and (options.crop or options.size):
+        raise SynthdbError(f"format {spec.name} holds no images: drop --crop and --size")
+    if options.crop is not None and options.crop not in PRESETS:
+        raise SynthdbError(f"unknown crop preset '{options.crop}': choose one of {', '.join(PRESETS)}")
+    if spec.name == "pairs-bin":
+        if options.protocol is not None and options.pairs is not None:
+            raise SynthdbError("--pairs samples pairs, --protocol takes a protocol's pairs: pass only one")
+        if options.pairs is not None and options.pairs < 2:
+            raise SynthdbError(f"--pairs {options.pairs}: pass at least 2 (one same, one different)")
+    elif options.pairs is not None:
+        raise SynthdbError(f"--pairs is for --format pairs-bin, not {spec.name}: drop it")
+    if spec.name not in ("bob", "pairs-bin") and options.protocol:
+        raise SynthdbError(f"--protocol is for bob and pairs-bin, not {spec.name}: select with --where")
+    if spec.name != "pairs-bin" and options.group:
+        raise SynthdbError("--group picks the pairs of a protocol for pairs-bin: drop it")
+    if options.source is not None and options.crop is None:
+        raise SynthdbError("--from says how to crop: pass --crop PRESET with it, or drop it")
+    if options.workers is not None and options.workers < 1:
+        raise SynthdbError(f"--workers {options.workers}: pass 1 or more threads")
+    if spec.name != "synthetics-h5" and options.embedding_model:
+        raise SynthdbError("--embedding-model is for --format synthetics-h5: drop it")
+
+
+def _source_preset(dataset: DatasetInfo, options: ExportOptions) -> str | None:
+    """The geometry the dataset's images are in, needed to crop them: --from, the dataset's, or a detector."""
+    if options.crop is None:
+        return None
+    if options.source is not None:
+        return options.source
+    recorded = dataset.attributes.get("preset")
+    if isinstance(recorded, str) and recorded in PRESETS:
+        return recorded
+    if dataset.kind == "genuine":
+        return "mtcnn"
+    raise SynthdbError(
+        f"dataset '{dataset.name}' does not record its images' geometry: pass --from PRESET "
+        "(the generator's crop, e.g. ffhq256)"
+    )
+
+
+def _close_interrupted(ctx: Context, earlier: list[int], run_id: int) -> None:
+    """Mark earlier runs of this folder still ``running`` as interrupted.
+
+    They are dead, not slow: this process holds the folder's lock, which a live export would hold. A
+    SIGKILL or power cut gave them no chance to close their row.
+    """
+    runs = Run.__table__
+    with ctx.catalog.engine.connect() as conn:
+        stale = (
+            conn.execute(sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status == "running"))
+            .scalars()
+            .all()
+        )
+    for stale_id in stale:
+        finish_run(ctx.catalog, stale_id, "interrupted", f"stopped before the end; run {run_id} resumed it")
+
+
+def export(
+    ctx: Context,
+    dataset: str,
+    fmt: str,
+    out: str | Path,
+    *,
+    where: str | None = None,
+    crop: str | None = None,
+    source: str | None = None,
+    size: int | None = None,
+    quality: int = 95,
+    protocol: str | None = None,
+    group: str | None = None,
+    pairs: int | None = None,
+    seed: int = 0,
+    embedding_model: str | None = None,
+    shard_max_count: int = 100_000,
+    shard_max_bytes: int = 1_000_000_000,
+    workers: int | None = None,
+    checkpoint_every: int = 1_000,
+    quiet: bool = False,
+) -> ExportReport:
+    """Export ``dataset`` (or the part ``where`` selects) as ``fmt`` into the folder ``out``.
+
+    ``fmt`` is one of :data:`FORMATS`; the module of each format documents its layout. ``where`` is a SQL
+    predicate over the sample ``s`` and its identity ``i``; ``crop`` an output alignment preset and
+    ``source`` the images' geometry (default: the dataset's recorded preset, else the MTCNN detector for
+    genuine photos); ``size`` the output side in pixels. A folder left by an interrupted export of the
+    same selection and parameters is resumed; the result equals an uninterrupted export byte for byte.
+    """
+    if fmt not in FORMATS:
+        raise SynthdbError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    spec = FORMATS[fmt]
+    options = ExportOptions(
+        where=where,
+        crop=crop,
+        source=source,
+        size=size,
+        quality=quality,
+        protocol=protocol,
+        group=group,
+        pairs=pairs,
+        seed=seed,
+        embedding_model=embedding_model,
+        shard_max_count=shard_max_count,
+        shard_max_bytes=shard_max_bytes,
+        workers=workers,
+        checkpoint_every=checkpoint_every,
+        quiet=quiet,
+    )
+    _check(spec, options)
+    info = load_dataset(ctx, dataset)
+    options = replace(options, size=size or spec.default_size, source=_source_preset(info, options))
+    images = None
+    if spec.encoding is not None:
+        if info.root is None:
+            raise SynthdbError(
+                f"dataset '{info.name}' has no root folder recorded: its images cannot be "
+                "exported (re-import it, or export synthetics-h5)"
+            )
+        images = ImagePipeline(
+            info.root,
+            encoding=spec.encoding,
+            crop=options.crop,
+            source=options.source,
+            size=options.size,
+            quality=options.quality,
+        )
+    selection = select(ctx, info, options.where, spec)
+    if not selection.samples:
+        excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in selection.excluded.items())
+        raise SynthdbError(
+            f"no sample of '{info.name}' to export{f' ({excluded})' if excluded else ''}: "
+            "check --where and the format's needs (identity, image)"
+        )
+    out = Path(out).expanduser().resolve()
+    params = {"dataset": info.name, "format": spec.name, **options.params()}
+    state = ExportState.open(out, params, selection.fingerprint())
+    try:
+        if state.complete:
+            manifest = json.loads((out / MANIFEST_NAME).read_text())
+            return ExportReport(
+                info.name,
+                spec.name,
+                out,
+                None,
+                manifest,
+                note=f"{out} holds this export already, complete: nothing to do",
+            )
+        state.save()
+        seed_used = seed if spec.name == "pairs-bin" and protocol is None else None
+        with recorded_run(
+            ctx.catalog, "export", algorithm=spec.name, params={**params, "out": str(out)}, seed=seed_used
+        ) as run_id:
+            _close_interrupted(ctx, state.data["runs"], run_id)
+            state.data["runs"].append(run_id)
+            state.save()
+            total = len(selection.samples) if spec.name in STREAMING else None
+            with progress_bar(total, f"exporting {info.name} as {spec.name}", quiet) as advance:
+                job = Job(ctx, run_id, spec, selection, out, options, state, images, advance)
+                output = spec.write(job)
+            manifest = write_manifest(job, output)
+            state.data["complete"] = True
+            state.save()
+            summary = {key: manifest[key] for key in ("counts", "output")}
+            summary.update(out=str(out), skipped=manifest["skipped"][:20])
+            set_summary(ctx.catalog, run_id, summary)
+    finally:
+        state.close()
+    return ExportReport(info.name, spec.name, out, run_id, manifest)

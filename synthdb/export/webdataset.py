@@ -1,0 +1,166 @@
+"""WebDataset: POSIX tar shards ``<name>-000000.tar`` ... of ``<key>.jpg`` + ``<key>.cls`` + ``<key>.json``.
+
+Files that share a key (the name up to its first dot) form one sample. Keys are the 9-digit position
+of the sample in the export; ``.cls`` is the contiguous class id in ASCII (what webdataset's decoders
+turn into an int); ``.json`` carries the catalog facts (sample key and id, identity, role, label,
+attributes). A shard closes before a sample that would take it past ``shard_max_count`` samples or
+``shard_max_bytes`` bytes, as ``webdataset.ShardWriter`` does.
+
+The tar bytes are written here, not by ``tarfile.open``, so that they are reproducible and resumable:
+ustar headers (as :meth:`tarfile.TarInfo.tobuf` writes them) with mtime 0, mode 0444, no owner; members
+padded to 512 bytes; a closed shard ends with two zero blocks padded to tar's 10240-byte record. The
+state file commits (shard, length, samples in it) every ``checkpoint_every`` samples; a re-run deletes
+shards started after that, truncates the current one to its committed length and goes on, which gives
+the same bytes as an export that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from synthdb.export.common import (
+    FormatSpec,
+    Job,
+    SampleRecord,
+    SkipLog,
+    open_at,
+    safe_name,
+    sync,
+    write_classes_csv,
+)
+from synthdb.export.images import Skip
+
+BLOCK = 512
+RECORD = 20 * BLOCK
+END_OF_ARCHIVE = 2 * BLOCK
+
+
+def _ustar_template() -> bytes:
+    """The fields every member shares: mode 0444, uid/gid 0, mtime 0, regular file, ustar magic."""
+    head = bytearray(BLOCK)
+    head[100:124] = b"0000444\0" + b"0000000\0" * 2  # mode, uid, gid
+    head[136:148] = b"00000000000\0"  # mtime
+    head[156:157] = b"0"  # typeflag: regular file
+    head[257:265] = b"ustar\x0000"  # magic, version
+    return bytes(head)
+
+
+_TEMPLATE = _ustar_template()
+
+
+def member(name: str, data: bytes) -> bytes:
+    """One tar member: a ustar header as ``tarfile.TarInfo.tobuf(USTAR_FORMAT)`` writes it, data, padding.
+
+    Built from a template rather than by ``tarfile``: only the name, size and checksum change, and
+    ``tobuf`` costs more than encoding a small JPEG.
+    """
+    raw = name.encode()
+    if len(raw) > 100:
+        raise ValueError(f"tar member name {name!r} is longer than ustar's 100 bytes")
+    head = bytearray(_TEMPLATE)
+    head[: len(raw)] = raw
+    head[124:136] = b"%011o\0" % len(data)
+    head[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    head[148:156] = b"%06o\0 " % sum(head)
+    return bytes(head) + data + b"\0" * (-len(data) % BLOCK)
+
+
+def closing(length: int) -> bytes:
+    """What ends a shard of ``length`` bytes: the end-of-archive blocks and padding to a full record."""
+    return b"\0" * (END_OF_ARCHIVE + (-(length + END_OF_ARCHIVE) % RECORD))
+
+
+def sample_bytes(job: Job, key: str, sample: SampleRecord, image: bytes) -> bytes:
+    facts = {
+        "key": sample.key,
+        "sample_id": sample.id,
+        "dataset": job.selection.dataset.name,
+        "identity": sample.identity,
+        "identity_id": sample.identity_id,
+        "class": sample.cls,
+        "role": sample.role,
+        "label": sample.label,
+        "attributes": sample.attributes,
+    }
+    text = json.dumps(facts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return b"".join(
+        [
+            member(f"{key}.jpg", image),
+            member(f"{key}.cls", str(sample.cls).encode()),
+            member(f"{key}.json", text.encode()),
+        ]
+    )
+
+
+def shard_path(job: Job, index: int) -> Path:
+    return job.out / f"{safe_name(job.selection.dataset.name)}-{index:06d}.tar"
+
+
+def _remove_later_shards(job: Job, current: int) -> None:
+    """Delete shards a killed run started after its last checkpoint (they are written again)."""
+    pattern = re.compile(re.escape(safe_name(job.selection.dataset.name)) + r"-(\d{6})\.tar")
+    for path in job.out.iterdir():
+        found = pattern.fullmatch(path.name)
+        if found and int(found.group(1)) > current:
+            path.unlink()
+
+
+def write(job: Job) -> dict[str, Any]:
+    samples = job.selection.samples
+    progress = job.state.progress
+    if not progress:
+        progress.update(next=0, written=0, shard=0, offset=0, in_shard=0)
+    job.skips = SkipLog.from_dict(progress.get("skips"))
+    processed, written = progress["next"], progress["written"]
+    shard, offset, in_shard = progress["shard"], progress["offset"], progress["in_shard"]
+    _remove_later_shards(job, shard)
+    fh: BinaryIO = open_at(shard_path(job, shard), offset)
+    max_count, max_bytes = job.options.shard_max_count, job.options.shard_max_bytes
+
+    def checkpoint() -> None:
+        sync(fh)
+        progress.update(
+            next=processed,
+            written=written,
+            shard=shard,
+            offset=offset,
+            in_shard=in_shard,
+            skips=job.skips.to_dict(),
+        )
+        job.state.save()
+        job.report_progress(processed, len(samples))
+
+    try:
+        job.advance(processed)
+        for sample, result in job.encoded(samples[processed:]):
+            if isinstance(result, Skip):
+                job.skips.add(sample, result)
+            else:
+                data = sample_bytes(job, f"{written:09d}", sample, result.data)
+                if in_shard and (in_shard >= max_count or offset + len(data) > max_bytes):
+                    fh.write(closing(offset))
+                    sync(fh)
+                    fh.close()
+                    shard, offset, in_shard = shard + 1, 0, 0
+                    fh = open_at(shard_path(job, shard), 0)
+                fh.write(data)
+                offset += len(data)
+                in_shard += 1
+                written += 1
+            processed += 1
+            job.advance(1)
+            if processed % job.options.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+        fh.write(closing(offset))
+        sync(fh)
+    finally:
+        fh.close()
+    write_classes_csv(job, job.out / "classes.csv")
+    return {"images": written, "classes": len(job.selection.classes), "shards": shard + 1}
+
+
+FORMAT = FormatSpec("webdataset", write, needs_identity=True, needs_image=True, encoding="jpeg")
