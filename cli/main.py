@@ -1,6 +1,7 @@
 """Entry point of the ``synthdb`` console script: the root group with every command registered."""
 
 from synthdb.cli import (  # noqa: F401 - importing a module registers its commands
+    analysis_cmds,
     export_cmds,
     face_cmds,
     generate_cmds,

@@ -7,6 +7,12 @@ the committed Parquet shards:
 - ``embeddings(dataset, model, sample_id, identity_id, embedding FLOAT[])``
 - ``latents(dataset, generator, sample_id, identity_id, <w | w_plus | z | c ...> FLOAT[])``
 
+and one view per kind of check result (``result`` shards), joined to the catalog for names:
+
+- ``nearest(run_id, query_dataset, query_identity_id, query_identity, rank, ref_dataset, ref_identity_id,
+  ref_identity, ref_sample_id, angle_rad, leak)`` from ``synthdb check nearest`` (angles in radians;
+  ``leak`` is NULL when the check had no threshold)
+
 Parquet gives fixed-size lists back as ``FLOAT[]``; cast (``embedding::FLOAT[128]``) for DuckDB's
 ``array_*`` functions. Writes are refused in three layers: DuckDB's own parser must classify every
 statement as SELECT or EXPLAIN; the catalog is attached READ_ONLY; and after the views are defined,
@@ -116,6 +122,49 @@ def _view_sql(shards: list[tuple[str, str, str, str]]) -> tuple[str, str]:
     return embeddings, latents
 
 
+def _result_shards(ctx: Context, space: str) -> list[tuple[str, int | None, str]]:
+    """Committed result shards of one kind: (dataset, run id, absolute path)."""
+    shard, dataset = Shard.__table__, Dataset.__table__
+    with ctx.catalog.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(dataset.c.name, shard.c.run_id, shard.c.path)
+            .join(dataset, dataset.c.id == shard.c.dataset_id)
+            .where(shard.c.state == "committed", shard.c.content == "result", shard.c.space == space)
+            .order_by(shard.c.id)
+        ).all()
+    return [(name, run_id, str(ctx.store.abspath(path))) for name, run_id, path in rows]
+
+
+def _nearest_sql(shards: list[tuple[str, int | None, str]]) -> str:
+    """The ``nearest`` view: a result row holds the query identity and the matched REF sample; the catalog
+    gives the REF identity, the dataset and the labels."""
+    groups: dict[tuple[str, int | None], list[str]] = defaultdict(list)
+    for dataset, run_id, path in shards:
+        groups[(dataset, run_id)].append(path)
+    parts = [
+        f"SELECT {'NULL' if run_id is None else int(run_id)}::BIGINT AS run_id, "
+        f"{_literal(dataset)} AS query_dataset, identity_id AS query_identity_id, "
+        "CAST(rank[1] AS INTEGER) AS rank, sample_id AS ref_sample_id, angle_rad[1]::DOUBLE AS angle_rad, "
+        "CASE WHEN isnan(leak[1]) THEN NULL ELSE leak[1] > 0.5 END AS leak "
+        f"FROM read_parquet([{', '.join(_literal(p) for p in paths)}])"
+        for (dataset, run_id), paths in groups.items()
+    ]
+    rows = " UNION ALL ".join(parts) or (
+        "SELECT NULL::BIGINT AS run_id, NULL::VARCHAR AS query_dataset, NULL::BIGINT AS query_identity_id, "
+        "NULL::INTEGER AS rank, NULL::BIGINT AS ref_sample_id, NULL::DOUBLE AS angle_rad, "
+        "NULL::BOOLEAN AS leak WHERE false"
+    )
+    return (
+        "SELECT r.run_id, r.query_dataset, r.query_identity_id, qi.label AS query_identity, r.rank, "
+        "d.name AS ref_dataset, s.identity_id AS ref_identity_id, ri.label AS ref_identity, r.ref_sample_id, "
+        f"r.angle_rad, r.leak FROM ({rows}) r "
+        "LEFT JOIN catalog.sample s ON s.id = r.ref_sample_id "
+        "LEFT JOIN catalog.dataset d ON d.id = s.dataset_id "
+        "LEFT JOIN catalog.identity qi ON qi.id = r.query_identity_id "
+        "LEFT JOIN catalog.identity ri ON ri.id = s.identity_id"
+    )
+
+
 def _attach_catalog(con: duckdb.DuckDBPyConnection, ctx: Context) -> None:
     url = ctx.catalog.engine.url
     if url.get_backend_name() == "sqlite":
@@ -137,11 +186,13 @@ def connect(ctx: Context) -> duckdb.DuckDBPyConnection:
     embeddings, latents = _view_sql(shards)
     con.execute(f"CREATE VIEW embeddings AS {embeddings}")
     con.execute(f"CREATE VIEW latents AS {latents}")
+    nearest = _result_shards(ctx, "nearest")
+    con.execute(f"CREATE VIEW nearest AS {_nearest_sql(nearest)}")
     con.execute(
         "CREATE MACRO angle(a, b) AS acos(least(1.0, greatest(-1.0, "
         "list_cosine_similarity(a::FLOAT[], b::FLOAT[]))))"
     )
-    allowed = "[" + ", ".join(_literal(path) for *_, path in shards) + "]"
+    allowed = "[" + ", ".join(_literal(path) for *_, path in shards + nearest) + "]"
     con.execute(f"SET allowed_paths = {allowed}")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

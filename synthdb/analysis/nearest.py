@@ -1,0 +1,329 @@
+"""Nearest REF identities of every QUERY identity, and leaks (``synthdb check nearest``).
+
+The question every synthetic dataset must answer: is any of my identities a real person of the data the
+generator (or the FR model) was trained on? Each QUERY identity is represented by its reference sample
+(``by="sample"``) or by the normalised centroid of its samples (``by="identity"``):
+
+- by identity: centroid against the REF identities' centroids (a per-identity index);
+- by sample: reference sample against every REF sample (a per-sample index); the REF identity's distance
+  is that of its closest sample, the most sensitive test for a leak.
+
+The ``k`` nearest distinct REF identities are kept with their angles (radians); a match closer than
+``threshold`` is a leak. Checking a dataset against itself finds duplicate identities: an identity is never
+its own match. Results are committed as a ``result`` shard (one row per query identity and rank) with a
+``check`` run, and read back in ``synthdb query`` through the ``nearest`` view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthdb.analysis.index import Searcher, build_index, load_index
+from synthdb.analysis.vectors import (
+    NO_IDENTITY,
+    centroids,
+    identity_labels,
+    load_vectors,
+    normalized,
+    sample_rows,
+)
+from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
+from synthdb.catalog.runs import recorded_run, set_progress, set_summary
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.progress import progress_bar
+from synthdb.store.commit import ShardSpec, commit
+
+BY = ("identity", "sample")
+RESULT_SPACE = "nearest"
+SEARCH_BATCH = 16_384
+
+
+@dataclass(frozen=True)
+class Match:
+    query_identity_id: int
+    query_identity: str
+    rank: int
+    ref_identity_id: int
+    ref_identity: str
+    ref_sample_id: int
+    angle_rad: float
+    leak: bool | None
+
+
+@dataclass
+class NearestReport:
+    """Per query identity (rows) its ``k`` nearest REF identities (columns), angles in radians.
+
+    Missing matches (fewer than ``k`` REF identities) have identity -1 and angle NaN.
+    """
+
+    query: str
+    against: str
+    model: str
+    by: str
+    k: int
+    threshold_rad: float | None
+    query_identity_ids: np.ndarray
+    ref_identity_ids: np.ndarray
+    ref_sample_ids: np.ndarray
+    angles_rad: np.ndarray
+    labels: dict[int, str]
+    run_id: int | None = None
+    shard_id: int | None = None
+    index_id: int | None = None
+
+    @property
+    def leak_mask(self) -> np.ndarray:
+        if self.threshold_rad is None:
+            return np.zeros(self.angles_rad.shape, np.bool_)
+        return self.angles_rad < self.threshold_rad  # NaN compares False
+
+    @property
+    def leaking_queries(self) -> int:
+        """Query identities with at least one REF identity below the threshold."""
+        return int(self.leak_mask.any(axis=1).sum())
+
+    def matches(self, leaks_only: bool = False) -> list[Match]:
+        mask = self.leak_mask if leaks_only else self.ref_identity_ids != NO_IDENTITY
+        rows, ranks = np.nonzero(mask)
+        order = np.lexsort((ranks, self.angles_rad[rows, ranks]))
+        out = []
+        for row, rank in zip(rows[order], ranks[order], strict=True):
+            query, ref = int(self.query_identity_ids[row]), int(self.ref_identity_ids[row, rank])
+            angle = float(self.angles_rad[row, rank])
+            out.append(
+                Match(
+                    query,
+                    self.labels.get(query, str(query)),
+                    int(rank) + 1,
+                    ref,
+                    self.labels.get(ref, str(ref)),
+                    int(self.ref_sample_ids[row, rank]),
+                    angle,
+                    None if self.threshold_rad is None else angle < self.threshold_rad,
+                )
+            )
+        return out
+
+
+def representatives(sample_ids: np.ndarray, identity_ids: np.ndarray, roles: np.ndarray) -> np.ndarray:
+    """Per sample, whether it is its identity's representative: the reference sample (role ``reference``)
+    when there is one, else the identity's first sample."""
+    not_reference = (roles != "reference").astype(np.int8)
+    order = np.lexsort((sample_ids, not_reference, identity_ids))
+    first = np.ones(len(order), np.bool_)
+    first[1:] = identity_ids[order][1:] != identity_ids[order][:-1]
+    chosen = np.zeros(len(sample_ids), np.bool_)
+    chosen[order[first]] = True
+    return chosen & (identity_ids != NO_IDENTITY)
+
+
+def top_identities(
+    scores: np.ndarray, ids: np.ndarray, identity_of: np.ndarray, exclude: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` best distinct identities per row of a search result (ids sorted by score, best first).
+
+    ``identity_of`` maps each result id to its identity (the identity itself for per-identity indexes);
+    ``exclude`` is each row's own identity. Returns ``(scores, identities, ids, complete)`` of shape (n, k)
+    where ``complete`` says the row found ``k`` identities. Vectorised: one lexsort, no per-row Python.
+    """
+    n, m = ids.shape
+    valid = (ids != -1) & (identity_of != exclude[:, None])
+    row = np.repeat(np.arange(n), m)[valid.ravel()]
+    col = np.tile(np.arange(m), n)[valid.ravel()]
+    ident = identity_of.ravel()[valid.ravel()]
+    order = np.lexsort((col, ident, row))
+    row, col, ident = row[order], col[order], ident[order]
+    first = np.ones(len(row), np.bool_)
+    first[1:] = (row[1:] != row[:-1]) | (ident[1:] != ident[:-1])
+    row, col = row[first], col[first]
+    order = np.lexsort((col, row))
+    row, col = row[order], col[order]
+    found = np.bincount(row, minlength=n)
+    rank = np.arange(len(row)) - (np.cumsum(found) - found)[row]
+    keep = rank < k
+    out_scores = np.full((n, k), np.nan, np.float64)
+    out_identities = np.full((n, k), NO_IDENTITY, np.int64)
+    out_ids = np.full((n, k), -1, np.int64)
+    at = (row[keep], rank[keep])
+    out_scores[at] = scores[row[keep], col[keep]]
+    out_identities[at] = identity_of[row[keep], col[keep]]
+    out_ids[at] = ids[row[keep], col[keep]]
+    return out_scores, out_identities, out_ids, found >= k
+
+
+def _search_identities(
+    searcher: Searcher,
+    queries: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+    identity_of: Callable[[np.ndarray], np.ndarray],
+    advance: Callable[[int], None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Search in batches; rows short of ``k`` distinct identities are searched again 4x deeper."""
+    n = len(queries)
+    scores = np.full((n, k), np.nan)
+    identities = np.full((n, k), NO_IDENTITY, np.int64)
+    ids = np.full((n, k), -1, np.int64)
+    for start in range(0, n, SEARCH_BATCH):
+        batch = np.arange(start, min(n, start + SEARCH_BATCH))
+        depth = k + 1
+        while len(batch):
+            found_scores, found_ids = searcher.search(queries[batch], depth)
+            s, i, d, complete = top_identities(
+                found_scores, found_ids, identity_of(found_ids), exclude[batch], k
+            )
+            scores[batch], identities[batch], ids[batch] = s, i, d
+            exhausted = depth >= searcher.ntotal
+            batch = batch[~complete] if not exhausted else batch[:0]
+            depth = min(depth * 4, searcher.ntotal)
+        advance(min(SEARCH_BATCH, n - start))
+    return scores, identities, ids
+
+
+def check_nearest(
+    ctx: Context,
+    query: str,
+    against: str,
+    model: str,
+    k: int = 5,
+    threshold: float | None = None,
+    by: str = "identity",
+    factory: str = "Flat",
+    quiet: bool = False,
+) -> NearestReport:
+    """Nearest ``against`` identities of every ``query`` identity; see the module docstring.
+
+    ``threshold`` is an angle in radians: a match below it is a leak (None: list the nearest only).
+    """
+    if by not in BY:
+        raise SynthdbError(f"unknown --by '{by}': use identity or sample")
+    if k < 1:
+        raise SynthdbError(f"--k {k} asks for no neighbour: use --k 1 or more")
+    if threshold is not None and not 0 <= threshold <= np.pi:
+        raise SynthdbError(
+            f"--threshold {threshold} is not an angle in radians in [0, pi]: e.g. --threshold 0.6"
+        )
+    loaded = load_vectors(ctx, query, model)
+    keep = loaded.identity_ids != NO_IDENTITY
+    if not keep.any():
+        raise SynthdbError(f"no embedded sample of '{query}' belongs to an identity: nothing to check")
+    unit = normalized(loaded.vectors[keep])
+    sample_ids, identity_ids = loaded.sample_ids[keep], loaded.identity_ids[keep]
+    if by == "identity":
+        query_identities, queries = centroids(unit, identity_ids)
+    else:
+        rows = sample_rows(ctx, loaded.dataset_id)
+        chosen = representatives(
+            sample_ids, identity_ids, rows["role"][np.searchsorted(rows["id"], sample_ids)]
+        )
+        order = np.argsort(identity_ids[chosen], kind="stable")
+        query_identities, queries = identity_ids[chosen][order], unit[chosen][order]
+    per = "identity" if by == "identity" else "sample"
+    params = {
+        "query": query,
+        "against": against,
+        "model": model,
+        "k": k,
+        "threshold_rad": threshold,
+        "by": by,
+    }
+    with recorded_run(
+        ctx.catalog, "check", algorithm="nearest", params={**params, "factory": factory}
+    ) as run_id:
+        info = build_index(ctx, against, model, factory, per, quiet=quiet)
+        searcher = Searcher(load_index(info.path))
+        identity_of, ref_sample_of = _ref_maps(ctx, against, per)
+        with progress_bar(len(queries), f"nearest in {against}", quiet) as advance:
+            scores, ref_identities, ref_ids = _search_identities(
+                searcher, queries, query_identities, k, identity_of, advance
+            )
+        angles = np.arccos(np.clip(scores, -1.0, 1.0))
+        ref_samples = ref_ids if per == "sample" else ref_sample_of(ref_ids)
+        set_progress(ctx.catalog, run_id, 0.9)
+        report = NearestReport(
+            query,
+            against,
+            model,
+            by,
+            k,
+            threshold,
+            query_identities,
+            ref_identities,
+            ref_samples,
+            angles,
+            identity_labels(ctx, np.concatenate([query_identities, ref_identities.ravel()])),
+            run_id=run_id,
+            index_id=info.id,
+        )
+        report.shard_id = _commit_results(ctx, loaded.dataset_id, run_id, report)
+        finite = angles[np.isfinite(angles)]
+        set_summary(
+            ctx.catalog,
+            run_id,
+            {
+                "queries": len(query_identities),
+                "leaking_queries": report.leaking_queries,
+                "leak_pairs": int(report.leak_mask.sum()),
+                "threshold_rad": threshold,
+                "min_angle_rad": float(finite.min()) if len(finite) else None,
+                "shard_id": report.shard_id,
+                "index_id": info.id,
+            },
+        )
+    return report
+
+
+def _ref_maps(ctx: Context, against: str, per: str):  # noqa: ANN202 - two closures
+    """``identity_of(ids)``: the identity of each index id; ``sample_of(identities)``: each REF identity's
+    representative sample, what a per-identity result row points to so the view can join the catalog."""
+    rows = sample_rows(ctx, lookup_dataset_id(ctx.catalog, against))
+    if per == "identity":
+        chosen = representatives(rows["id"], rows["identity_id"], rows["role"])
+        identities, samples = rows["identity_id"][chosen], rows["id"][chosen]
+        order = np.argsort(identities)
+        identities, samples = identities[order], samples[order]
+
+        def sample_of(ids: np.ndarray) -> np.ndarray:
+            where = np.clip(np.searchsorted(identities, ids), 0, max(len(identities) - 1, 0))
+            return np.where((ids != NO_IDENTITY) & (identities[where] == ids), samples[where], -1)
+
+        return (lambda ids: ids), sample_of
+
+    def identity_of(ids: np.ndarray) -> np.ndarray:
+        where = np.clip(np.searchsorted(rows["id"], ids), 0, max(len(rows["id"]) - 1, 0))
+        return np.where((ids != -1) & (rows["id"][where] == ids), rows["identity_id"][where], NO_IDENTITY)
+
+    return identity_of, None
+
+
+def _commit_results(ctx: Context, dataset_id: int, run_id: int, report: NearestReport) -> int:
+    """One row per (query identity, rank): ``identity_id`` is the query identity, ``sample_id`` the REF
+    sample."""
+    rows, ranks = np.nonzero(report.ref_identity_ids != NO_IDENTITY)
+    angles = report.angles_rad[rows, ranks]
+    leak = np.full(len(rows), np.nan) if report.threshold_rad is None else (angles < report.threshold_rad)
+    committed = commit(
+        ctx.catalog,
+        ctx.store,
+        dataset_id=dataset_id,
+        run_id=run_id,
+        sample_ids=report.ref_sample_ids[rows, ranks],
+        identity_ids=report.query_identity_ids[rows],
+        shards=[
+            ShardSpec(
+                "result",
+                RESULT_SPACE,
+                {
+                    "angle_rad": angles[:, None],
+                    "rank": (ranks + 1)[:, None].astype(np.float32),
+                    "leak": np.asarray(leak, np.float32)[:, None],
+                },
+            )
+        ],
+    )
+    return committed.shard_ids[0]
