@@ -68,3 +68,143 @@ def generate_image(
         f"{result.path}: {result.count} image(s) ({result.columns}x{result.rows}) from "
         f"{result.generator}, {result.source}"
     )
+
+
+def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
+    """--generator/--embedder/--seed/--batch-size/--device, shared by references and variations."""
+    for option in reversed(
+        [
+            click.option(
+                "--generator",
+                default="stylegan2-tiny",
+                show_default=True,
+                help="Generator (stylegan2-tiny is UNTRAINED: its images are not faces).",
+            ),
+            click.option("--embedder", default="dlib-resnet", show_default=True, help="Face embedder."),
+            click.option("--seed", default=0, show_default=True, help="Root seed of every random draw."),
+            click.option(
+                "--batch-size", default=8, show_default=True, help="Images per forward/backward pass."
+            ),
+            click.option("--device", default="cpu", show_default=True),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@generate.command(name="references")
+@click.option("--name", required=True, help="Name of the new synthetic dataset.")
+@click.option("--num-identities", required=True, type=int)
+@click.option(
+    "--algorithm", type=click.Choice(["random", "ict", "langevin"]), default="langevin", show_default=True
+)
+@click.option("--ict", default=1.4, show_default=True, help="Inter-class threshold, radians.")
+@click.option("--truncation", default=0.7, show_default=True, help="Truncation psi of the initial latents.")
+@click.option("--avoid", help="A catalog dataset whose embeddings repel (ict: are kept >= ICT away).")
+@click.option(
+    "--max-candidates", default=1000, show_default=True, help="ict: give up after this many per identity."
+)
+@click.option("--langevin-iterations", default=10, show_default=True)
+@click.option(
+    "--langevin-checkpoint-every", default=1, show_default=True, help="Iterations per committed unit."
+)
+@click.option("--langevin-repulsion-coefficient", "-k0", default=1.0, show_default=True)
+@click.option("--langevin-repulsion-radius", "-r0", default=1.7, show_default=True, help="Radians.")
+@click.option(
+    "--langevin-timestep", "-dt", default=-0.3, show_default=True, help="Negative: adaptive factor."
+)
+@click.option("--langevin-viscous-coefficient", "-gamma", default=1.0, show_default=True)
+@click.option("--langevin-random-force", "-eta0", default=0.01, show_default=True)
+@click.option("--langevin-latent-force", "-kl", default=0.0, show_default=True)
+@click.option("--langevin-avoid-radius", type=float, help="Radius around --avoid embeddings (default: r0).")
+@_model_options
+@pass_options
+def generate_references_cmd(opts: Options, **kw: object) -> None:
+    """Reference identities (random, ICT rejection or Langevin repulsion) into a new dataset."""
+    from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
+
+    langevin = {k.removeprefix("langevin_"): kw.pop(k) for k in list(kw) if k.startswith("langevin_")}
+    params = ReferenceParams(**kw, langevin=LangevinParams(**langevin))  # type: ignore[arg-type]
+    with opts.open() as ctx:
+        run_id = generate_references(ctx, params, quiet=opts.quiet)
+    click.echo(
+        f"run {run_id}: {params.num_identities} {params.algorithm} references in dataset {params.name}"
+    )
+
+
+@generate.command(name="variations")
+@click.option("--name", required=True, help="Name of the new synthetic dataset.")
+@click.option("--references", required=True, help="Dataset of reference identities.")
+@click.option(
+    "--algorithm", type=click.Choice(["dispersion", "disco"]), default="dispersion", show_default=True
+)
+@click.option("--num-variations", default=16, show_default=True)
+@click.option("--dispersion-iterations", "iterations", default=20, show_default=True)
+@click.option("--dispersion-embedding-coefficient", "embedding_coefficient", default=20.0, show_default=True)
+@click.option("--dispersion-latent-coefficient", "latent_coefficient", default=1.0, show_default=True)
+@click.option("--dispersion-latent-radius", "latent_radius", default=12.0, show_default=True)
+@click.option("--dispersion-latent-global-coefficient", "global_coefficient", default=1.0, show_default=True)
+@click.option("--dispersion-random-force", "random_force", default=0.05, show_default=True)
+@click.option("--dispersion-viscous-coefficient", "viscous_coefficient", default=1.0, show_default=True)
+@click.option("--dispersion-timestep", "timestep", default=0.05, show_default=True)
+@click.option("--dispersion-initial-noise", "initial_noise", default=0.2, show_default=True)
+@click.option(
+    "--directions", type=click.Path(exists=True, dir_okay=False), help="disco: covariate directions .npz."
+)
+@click.option("--pose-scaling", "-ps", default=1.0, show_default=True)
+@click.option("--illumination-scaling", "-is", default=1.0, show_default=True)
+@click.option("--expression-scaling", "-es", default=1.0, show_default=True)
+@click.option("--ict", default=1.4, show_default=True, help="Threshold for the prop_ict statistic, radians.")
+@click.option(
+    "--identities-per-unit", default=8, show_default=True, help="Identities per committed work unit."
+)
+@click.option("--shard-index", type=int, help="This job's shard (default: SLURM/SGE array task, else 0).")
+@click.option("--num-shards", type=int, help="Number of shards (default: the job array's size, else 1).")
+@_model_options
+@pass_options
+def generate_variations_cmd(
+    opts: Options, shard_index: int | None, num_shards: int | None, **kw: object
+) -> None:
+    """Variations of each reference identity (Dispersion, DisCo) into a dataset shared by all shards."""
+    from synthdb.generate.runner import resolve_shard
+    from synthdb.generate.variations import VariationParams, generate_variations
+
+    params = VariationParams(**kw)  # type: ignore[arg-type]
+    shard = resolve_shard(shard_index, num_shards)
+    with opts.open() as ctx:
+        run_id = generate_variations(ctx, params, shard=shard, quiet=opts.quiet)
+    click.echo(
+        f"run {run_id}: {params.algorithm} variations of {params.references} in dataset {params.name} "
+        f"(shard {shard[0] + 1} of {shard[1]})"
+    )
+
+
+@generate.command(name="images")
+@click.argument("dataset")
+@click.option(
+    "--generator", default="stylegan2-tiny", show_default=True, help="The generator of the latents."
+)
+@click.option(
+    "--crop", help="Reframe into this crop preset (arcface, dlib150, ...); default: the raw output."
+)
+@click.option(
+    "--root", type=click.Path(file_okay=False), help="Image directory (default: workspace/datasets/NAME)."
+)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@pass_options
+def generate_images_cmd(
+    opts: Options,
+    dataset: str,
+    generator: str,
+    crop: str | None,
+    root: str | None,
+    batch_size: int,
+    device: str,
+) -> None:
+    """Render the images of a generated dataset's stored latents (constant noise) and record their paths."""
+    from synthdb.generate.images import generate_dataset_images
+
+    with opts.open() as ctx:
+        count = generate_dataset_images(ctx, dataset, generator, crop, root, batch_size, device, opts.quiet)
+    click.echo(f"{dataset}: {count} image(s) written")

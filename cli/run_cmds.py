@@ -57,3 +57,15 @@ def runs_show(opts: Options, run_id: int) -> None:
     rows = [(name, getattr(run, name)) for name in fields if getattr(run, name) is not None]
     rows += [("params", json.dumps(run.params, sort_keys=True)), ("summary", json.dumps(run.summary))]
     echo_rows(rows)
+
+
+@runs.command(name="resume")
+@click.argument("run_id", type=int)
+@pass_options
+def runs_resume(opts: Options, run_id: int) -> None:
+    """Continue an interrupted or failed generation run from its last committed work unit."""
+    from synthdb.generate.resume import resume_run
+
+    with opts.open() as ctx:
+        summary = resume_run(ctx, run_id, quiet=opts.quiet)
+    click.echo(f"run {run_id}: {summary}")

@@ -131,6 +131,16 @@ PRESETS: dict[str, CropPreset] = {p.name: p for p in (
 )}
 
 
+def ffhq_scaled(size: int) -> CropPreset:
+    """The FFHQ framing at any square resolution (e.g. 64 for the tiny generator): ``ffhq`` scaled by
+    size/1024, so generators of any size get a fixed two-point crop into an embedder's preset."""
+    base = PRESETS["ffhq"]
+    scale = size / base.size[0]
+    (lx, ly), (rx, ry) = base.eye_left, base.eye_right
+    return _ffhq_family(f"ffhq{size}", size, (lx * scale, ly * scale), (rx * scale, ry * scale),
+                        f"FFHQ framing at {size}")
+
+
 def get_preset(preset: str | CropPreset) -> CropPreset:
     """The preset of that name (or the preset itself); a SynthdbError listing the names otherwise."""
     if isinstance(preset, CropPreset):

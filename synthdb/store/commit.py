@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -58,6 +59,31 @@ class NewSamples:
     labels: Sequence[str | None] | None = None
     paths: Sequence[str | None] | None = None
     attributes: Sequence[dict[str, Any] | None] | None = None
+
+
+@dataclass
+class TableSpec:
+    """A table-valued shard with no sample rows (per-iteration stats, optimiser checkpoints).
+
+    ``columns``: 1-D arrays become scalar columns, (N, ...) arrays fixed-size float32 list columns.
+    """
+
+    content: str
+    space: str | None
+    columns: dict[str, np.ndarray]
+
+
+def _table_of(spec: TableSpec) -> pa.Table:
+    arrays = {}
+    for name, array in spec.columns.items():
+        array = np.asarray(array)
+        if array.ndim == 1:
+            arrays[name] = pa.array(array)
+        else:
+            flat = np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1)
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+    table = pa.table(arrays)
+    return table.replace_schema_metadata({"synthdb.content": spec.content, "synthdb.space": spec.space or ""})
 
 
 @dataclass
@@ -130,16 +156,23 @@ def commit(
     run_id: int | None = None,
     unit: str | None = None,
     extra: Callable[[Connection], object] | None = None,
+    tables: Sequence[TableSpec] = (),
 ) -> Committed:
     """Commit shards (and optionally their new samples) atomically; see the module docstring.
 
     Either ``samples`` (rows to create) or ``sample_ids`` (+ ``identity_ids``) of existing rows say
     which samples the vectors belong to, in row order. ``extra`` runs inside the same transaction, for
     rows that must appear together with the shards (e.g. the sample issues of a work unit).
+    ``tables`` are shards without samples (stats, checkpoints) committed in the same transaction; with
+    tables only, ``shards`` must be empty and neither samples nor sample ids are needed.
     """
-    if (samples is None) == (sample_ids is None):
+    table_only = bool(tables) and not shards and samples is None and sample_ids is None
+    if not table_only and (samples is None) == (sample_ids is None):
         raise SynthdbError("commit needs either new samples or the ids of existing samples")
-    count = len(samples.keys) if samples is not None else len(sample_ids)
+    count = 0 if table_only else len(samples.keys) if samples is not None else len(sample_ids)
+    for spec in tables:
+        if spec.content not in SHARD_CONTENTS:
+            raise SynthdbError(f"shard content '{spec.content}' is not one of {', '.join(SHARD_CONTENTS)}")
     shapes = []
     for spec in shards:
         if spec.content not in SHARD_CONTENTS:
@@ -158,7 +191,7 @@ def commit(
                     if samples.identity_labels is not None
                     else samples.identity_ids
                 )
-            tables = [
+            arrow = [
                 parquet.to_table(
                     sample_ids,
                     identity_ids,
@@ -166,8 +199,8 @@ def commit(
                     {"content": spec.content, "space": spec.space or ""},
                 )
                 for spec in shards
-            ]
-            writing = pool.submit(_write_staged, store, tables)
+            ] + [_table_of(spec) for spec in tables]
+            writing = pool.submit(_write_staged, store, arrow)
             try:
                 if samples is not None:
                     bulk.insert_samples(
@@ -188,7 +221,8 @@ def commit(
                 staged = writing.result()  # join the writer before the transaction ends, whatever happened
                 created.extend(path for path, _ in staged)
             rows = []
-            for spec, shape, (path, written) in zip(shards, shapes, staged, strict=True):
+            shapes += [{} for _ in tables]
+            for spec, shape, (path, written) in zip([*shards, *tables], shapes, staged, strict=True):
                 final = _publish(store, dataset_id, spec, path)
                 created[created.index(path)] = final
                 rows.append(
@@ -216,4 +250,7 @@ def commit(
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
-    return Committed(sample_ids=np.asarray(sample_ids), shard_ids=shard_ids)
+    return Committed(
+        sample_ids=np.asarray(sample_ids if sample_ids is not None else [], dtype=np.int64),
+        shard_ids=shard_ids,
+    )

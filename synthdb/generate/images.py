@@ -1,0 +1,93 @@
+"""``synthdb generate images DATASET``: the images of a generated dataset's stored latents.
+
+Each sample's image is rendered from its stored ``w`` with constant noise, so it is exactly the image
+of the saved latent (the reference re-rendered with random noise), optionally reframed into a crop
+preset (``--crop arcface``), and written as ``<root>/<key>.png`` (``00042/augmentation_3.png``).
+Paths are recorded on the samples batch by batch in one transaction each; a re-run skips samples
+that have a path and a file, so an interrupted run just continues.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+import torch
+
+from synthdb.catalog.datasets import dataset_id
+from synthdb.catalog.runs import recorded_run, set_progress, set_summary
+from synthdb.catalog.schema import Dataset, Sample
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.faces.align import ffhq_scaled, fixed_crop, get_preset
+from synthdb.generate import runner
+from synthdb.generate.image import load_generator, save_image, to_uint8
+from synthdb.progress import progress_bar
+
+
+def generate_dataset_images(
+    ctx: Context,
+    name: str,
+    generator: str = "stylegan2-tiny",
+    crop: str | None = None,
+    root: str | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    quiet: bool = True,
+) -> int:
+    """Render every stored latent of dataset ``name`` into its root; return the number of images
+    written by this call."""
+    ds = dataset_id(ctx.catalog, name)
+    gen = load_generator(generator, device=device)
+    if crop is not None:
+        preset = get_preset(crop)
+        if not preset.has_eyes or preset.size is None:
+            raise SynthdbError(f"--crop {crop} has no fixed eye positions: use arcface, dlib150 or ffhq*")
+    sample_ids, _, w = runner.dataset_vectors(ctx, ds, "latent", gen.name, "w")
+    table, dataset = Sample.__table__, Dataset.__table__
+    with ctx.catalog.begin() as conn:
+        current = conn.execute(sa.select(dataset.c.root).where(dataset.c.id == ds)).scalar_one()
+        target = Path(root or current or ctx.ws.root / "datasets" / name).resolve()
+        if current is not None and Path(current).resolve() != target:
+            raise SynthdbError(
+                f"dataset {name} has its images in {current}: drop --root or pass that directory"
+            )
+        conn.execute(sa.update(dataset).where(dataset.c.id == ds).values(root=str(target)))
+        rows = dict(
+            (r.id, (r.key, r.path))
+            for r in conn.execute(
+                sa.select(table.c.id, table.c.key, table.c.path).where(table.c.dataset_id == ds)
+            )
+        )
+    todo = [
+        k
+        for k, sid in enumerate(sample_ids)
+        if rows[int(sid)][1] is None or not (target / rows[int(sid)][1]).is_file()
+    ]
+    params = {"dataset": name, "generator": generator, "crop": crop, "root": str(target)}
+    with recorded_run(ctx.catalog, "images", algorithm="render", params=params) as run_id:
+        with progress_bar(len(todo), f"images of {name}", quiet) as advance:
+            for start in range(0, len(todo), batch_size):
+                picked = todo[start : start + batch_size]
+                with torch.no_grad():
+                    images = gen.synthesis(torch.from_numpy(np.ascontiguousarray(w[picked])).to(gen.device))
+                    if crop is not None:
+                        pixels = fixed_crop((images + 1) * 127.5, ffhq_scaled(gen.img_resolution), crop)
+                        images = pixels / 127.5 - 1
+                paths = []
+                for k, pixels in zip(picked, to_uint8(images), strict=True):
+                    rel = f"{rows[int(sample_ids[k])][0]}.png"
+                    save_image(pixels, target / rel)
+                    paths.append({"sid": int(sample_ids[k]), "p": rel})
+                with ctx.catalog.begin() as conn:
+                    conn.execute(
+                        sa.update(table)
+                        .where(table.c.id == sa.bindparam("sid"))
+                        .values(path=sa.bindparam("p")),
+                        paths,
+                    )
+                set_progress(ctx.catalog, run_id, (start + len(picked)) / len(todo))
+                advance(len(picked))
+        set_summary(ctx.catalog, run_id, {"dataset": name, "images": len(todo), "root": str(target)})
+    return len(todo)

@@ -1,0 +1,358 @@
+"""Reference identities: ``random``, ``ict`` (rejection on the inter-class threshold) and ``langevin``
+(Brownian identity repulsion), written into the catalog as a synthetic dataset (spec section 7.2).
+
+Each identity ``i`` gets one sample ``{i:05d}/reference`` (role ``reference``) with a latent shard
+(``w``, and ``z`` where w is still the mapping of z) in the generator's space and an embedding shard in
+the embedder's space. Work units: batches of identities (random), candidate batches (ict), iterations
+(langevin, with a ``checkpoint`` shard of the latents and a ``stats`` shard per iteration).
+
+Fixed against the reference: ICT resumes correctly (accepted embeddings are re-read from the catalog),
+Langevin resumes from the newest checkpoint in iteration order without repeating an iteration, the
+repulsion gradient is one backward pass per batch (others' embeddings detached), force statistics are
+norms over the latent axis, ``--avoid`` keeps its radius (default r0; the reference's 0 disabled it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from synthdb.catalog import runs
+from synthdb.catalog.datasets import dataset_id
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.faces.embed import Embedder, angle
+from synthdb.generate import runner, stats
+from synthdb.generate.image import load_generator
+from synthdb.generate.pipeline import Pipeline
+from synthdb.progress import progress_bar
+from synthdb.store import parquet
+from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
+
+ALGORITHMS = ("random", "ict", "langevin")
+
+
+@dataclass
+class LangevinParams:
+    """Reference defaults (spec 7.2 d) except ``checkpoint_every`` (resume needs checkpoints)."""
+
+    iterations: int = 10
+    checkpoint_every: int = 1
+    repulsion_coefficient: float = 1.0
+    repulsion_radius: float = 1.7
+    timestep: float = -0.3
+    viscous_coefficient: float = 1.0
+    random_force: float = 0.01
+    latent_force: float = 0.0
+    avoid_radius: float | None = None
+    #: hold the autograd graph of all identities for one forward pass per iteration (faster); off: a
+    #: no-grad pass plus one backward per batch (memory of one batch, for large generators)
+    whole_graph: bool = True
+
+
+@dataclass
+class ReferenceParams:
+    """Everything a references run needs; stored as the run's params so ``runs resume`` can rebuild it."""
+
+    name: str
+    num_identities: int
+    algorithm: str = "langevin"
+    generator: str = "stylegan2-tiny"
+    embedder: str = "dlib-resnet"
+    ict: float = 1.4
+    truncation: float = 0.7
+    seed: int = 0
+    batch_size: int = 8
+    avoid: str | None = None
+    max_candidates: int = 1000
+    device: str = "cpu"
+    langevin: LangevinParams = field(default_factory=LangevinParams)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceParams:
+        data = dict(data)
+        data["langevin"] = LangevinParams(**data.get("langevin", {}))
+        return cls(**data)
+
+    def check(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise SynthdbError(
+                f"unknown references algorithm {self.algorithm!r}: use {', '.join(ALGORITHMS)}"
+            )
+        if self.num_identities < 1 or self.batch_size < 1:
+            raise SynthdbError("--num-identities and --batch-size must be at least 1")
+        if self.avoid and self.algorithm == "random":
+            raise SynthdbError("--avoid needs --algorithm ict or langevin (random references repel nothing)")
+        if self.langevin.iterations < 0 or self.langevin.checkpoint_every < 1:
+            raise SynthdbError("--langevin-iterations must be >= 0 and --langevin-checkpoint-every >= 1")
+
+
+def label(index: int) -> str:
+    return f"{index:05d}"
+
+
+def _latents(
+    pipeline: Pipeline, seed: int, indices: range | list[int], truncation: float, stream: str
+) -> tuple[Tensor, Tensor]:
+    """(z, w) of the given draws: z of draw k from its own seed, so any subset reproduces."""
+    gen = pipeline.generator
+    z = torch.cat([torch.randn(1, gen.z_dim, generator=runner.rng(seed, stream, k)) for k in indices])
+    with torch.no_grad():
+        w = gen.mapping(z.to(gen.device), truncation_psi=truncation)
+    return z, w
+
+
+def _commit_references(
+    ctx: Context,
+    pipeline: Pipeline,
+    dataset: int,
+    run_id: int,
+    unit: str,
+    first: int,
+    w: Tensor,
+    e: Tensor,
+    z: Tensor | None,
+    tables: list[TableSpec],
+) -> None:
+    labels = [label(first + k) for k in range(len(w))]
+    latent = {"w": w.cpu().numpy()} | ({"z": z.cpu().numpy()} if z is not None else {})
+    commit(
+        ctx.catalog,
+        ctx.store,
+        dataset_id=dataset,
+        run_id=run_id,
+        unit=unit,
+        samples=NewSamples(
+            keys=[f"{lab}/reference" for lab in labels],
+            role="reference",
+            identity_labels=labels,
+            labels=["reference"] * len(labels),
+        ),
+        shards=[
+            ShardSpec("latent", pipeline.generator.name, latent),
+            ShardSpec("embedding", pipeline.embedder.name, {"embedding": e.cpu().numpy()}),
+        ],
+        tables=tables,
+    )
+
+
+def _stats_table(rows: list[dict[str, float]]) -> TableSpec:
+    return TableSpec("stats", None, stats.columns(rows))
+
+
+def load_pipeline(params: ReferenceParams | Any) -> Pipeline:
+    generator = load_generator(params.generator, device=params.device)
+    embedder = Embedder.load(params.embedder, device=params.device)
+    return Pipeline(generator, embedder, params.batch_size)
+
+
+def generate_references(
+    ctx: Context, params: ReferenceParams, run_id: int | None = None, quiet: bool = True
+) -> int:
+    """Run (or, with ``run_id``, resume) a references run; return the run id."""
+    params.check()
+    pipeline = load_pipeline(params)
+    avoid = None
+    if params.avoid:
+        _, _, vectors = runner.dataset_vectors(
+            ctx, dataset_id(ctx.catalog, params.avoid), "embedding", pipeline.embedder.name, "embedding"
+        )
+        avoid = torch.from_numpy(vectors).to(pipeline.generator.device)
+    with runner.run_scope(ctx, "references", params.algorithm, asdict(params), params.seed, run_id) as run_id:
+        attributes = {"generator": pipeline.generator.describe(), "embedder": pipeline.embedder.name}
+        dataset = runner.output_dataset(ctx, params.name, run_id, attributes, shared=False)
+        done = runner.done_units(ctx, run_id)
+        algorithm = {"random": _random, "ict": _ict, "langevin": _langevin}[params.algorithm]
+        summary = algorithm(ctx, pipeline, params, dataset, run_id, done, avoid, quiet)
+        runs.set_summary(ctx.catalog, run_id, {"dataset": params.name, **summary})
+    return run_id
+
+
+def _random(
+    ctx: Context,
+    pipeline: Pipeline,
+    params: ReferenceParams,
+    dataset: int,
+    run_id: int,
+    done: set[str],
+    avoid: Tensor | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    n, b = params.num_identities, params.batch_size
+    with progress_bar(n, "random references", quiet) as advance:
+        for start in range(0, n, b):
+            unit = f"ids/{start:06d}"
+            count = min(b, n - start)
+            if unit not in done:
+                z, w = _latents(pipeline, params.seed, range(start, start + count), params.truncation, "z")
+                _commit_references(ctx, pipeline, dataset, run_id, unit, start, w, pipeline.embed(w), z, [])
+                runs.set_progress(ctx.catalog, run_id, (start + count) / n)
+            advance(count)
+    return {"identities": n}
+
+
+def _ict(
+    ctx: Context,
+    pipeline: Pipeline,
+    params: ReferenceParams,
+    dataset: int,
+    run_id: int,
+    done: set[str],
+    avoid: Tensor | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Batched candidates, accepted in candidate order: candidate k is accepted iff its angle to every
+    accepted reference (and to every ``--avoid`` embedding) is >= ICT."""
+    n, b = params.num_identities, params.batch_size
+    accepted = [
+        torch.from_numpy(parquet.read_vectors(path, "embedding")[2].copy())
+        for _unit, path in runner.unit_shards(ctx, run_id, "embedding")
+    ]
+    kept = torch.cat(accepted) if accepted else torch.zeros(0, pipeline.embedder.dims)
+    batch = len([u for u in done if u.startswith("cand/")])
+    limit = params.max_candidates * n
+    with progress_bar(n, "ict references", quiet) as advance:
+        advance(len(kept))
+        while len(kept) < n:
+            if batch * b >= limit:
+                raise SynthdbError(
+                    f"ICT {params.ict} rad: only {len(kept)} of {n} identities after {batch * b} candidates: "
+                    "lower --ict or raise --max-candidates"
+                )
+            indices = list(range(batch * b, (batch + 1) * b))
+            z, w = _latents(pipeline, params.seed, indices, params.truncation, "ict")
+            e = pipeline.embed(w)
+            take: list[int] = []
+            for k in range(len(e)):
+                if len(kept) + len(take) == n:
+                    break
+                others = torch.cat([kept, e[take]]) if take else kept
+                if avoid is not None:
+                    others = torch.cat([others, avoid])
+                if len(others) == 0 or bool((angle(e[k : k + 1], others) >= params.ict).all()):
+                    take.append(k)
+            unit = f"cand/{batch:06d}"
+            table = _stats_table([{"batch": batch, "candidates": len(e), "accepted": len(take)}])
+            if take:
+                _commit_references(
+                    ctx, pipeline, dataset, run_id, unit, len(kept), w[take], e[take], z[take], [table]
+                )
+            else:
+                commit(
+                    ctx.catalog,
+                    ctx.store,
+                    dataset_id=dataset,
+                    run_id=run_id,
+                    unit=unit,
+                    shards=[],
+                    tables=[table],
+                )
+            kept = torch.cat([kept, e[take]])
+            batch += 1
+            advance(len(take))
+            runs.set_progress(ctx.catalog, run_id, len(kept) / n)
+    return {"identities": n, "candidates": batch * b}
+
+
+def repulsion_potential(
+    e: Tensor, rows: slice, fixed: Tensor, k: float, r0: float, avoid: Tensor | None, rc: float
+) -> Tensor:
+    """Sum over the chunk's identities i of U_i = sum_{j != i} [d_ij < r0] k/2 (r0 - d_ij)^2 (+ the same
+    against the fixed ``avoid`` embeddings with radius rc); ``fixed`` is detached, so the gradient of the
+    sum with respect to w_i is exactly -F_int_i."""
+    d = angle(e, fixed)
+    own = torch.arange(rows.start, rows.stop, device=e.device)
+    not_self = torch.ones_like(d, dtype=torch.bool)
+    not_self[torch.arange(len(e)), own] = False
+    u = torch.where(not_self, torch.relu(r0 - d) ** 2, torch.zeros_like(d)).sum() * k / 2
+    if avoid is not None:
+        u = u + (torch.relu(rc - angle(e, avoid)) ** 2).sum() * k / 2
+    return u
+
+
+def langevin_step(
+    pipeline: Pipeline, w: Tensor, t: int, params: ReferenceParams, avoid: Tensor | None
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """One iteration: (embeddings of w before the update, updated w, stats row t)."""
+    lp = params.langevin
+    rc = lp.avoid_radius if lp.avoid_radius is not None else lp.repulsion_radius
+    k, r0 = lp.repulsion_coefficient, lp.repulsion_radius
+    if lp.whole_graph:
+        fixed, grad = pipeline.coupled_gradient(
+            w, lambda e, others: repulsion_potential(e, slice(0, len(e)), others, k, r0, avoid, rc)
+        )
+    else:
+        fixed = pipeline.embed(w)
+        _, grad = pipeline.gradient(w, lambda e, rows: repulsion_potential(e, rows, fixed, k, r0, avoid, rc))
+    f_int = -grad
+    f_lat = lp.latent_force * (pipeline.w_avg - w)
+    xi = lp.random_force * torch.randn(w.shape, generator=runner.rng(params.seed, "langevin", t)).to(w.device)
+    drift = f_int + f_lat
+    if lp.timestep < 0:
+        w_min = float(stats.pair_values(w, "euclid").min()) if len(w) > 1 else 1.0
+        f_max = float(drift.norm(dim=-1).max())
+        dt = abs(lp.timestep) * lp.viscous_coefficient * w_min / f_max if f_max > 0 else abs(lp.timestep)
+    else:
+        dt = lp.timestep
+    row = {"iteration": t, **stats.population(fixed, w, pipeline.w_avg, params.ict)}
+    row |= stats.force_norms("intf", f_int) | stats.force_norms("rndf", xi) | stats.force_norms("latf", f_lat)
+    row |= stats.force_norms("totf", drift) | {"timestep": dt}
+    mu = lp.viscous_coefficient
+    return fixed, w + (dt / mu) * drift + (math.sqrt(dt) / mu) * xi, row
+
+
+def _langevin(
+    ctx: Context,
+    pipeline: Pipeline,
+    params: ReferenceParams,
+    dataset: int,
+    run_id: int,
+    done: set[str],
+    avoid: Tensor | None,
+    quiet: bool,
+) -> dict[str, Any]:
+    n, lp = params.num_identities, params.langevin
+    if "iter/final" in done:
+        return {"identities": n, "iterations": lp.iterations}
+    checkpoints = runner.unit_shards(ctx, run_id, "checkpoint")
+    if checkpoints:
+        unit, path = checkpoints[-1]  # units are zero-padded: name order is iteration order
+        start = int(unit.split("/")[1]) + 1
+        flat = parquet.read_table(path).column("w").combine_chunks().flatten().to_numpy()
+        w = torch.from_numpy(flat.copy()).reshape(n, -1).to(pipeline.generator.device)
+    else:
+        start = 0
+        _, w = _latents(pipeline, params.seed, range(n), params.truncation, "z")
+    pending: list[dict[str, float]] = []
+    with progress_bar(lp.iterations + 1, "langevin iterations", quiet) as advance:
+        advance(start)
+        for t in range(start, lp.iterations):
+            _, w, row = langevin_step(pipeline, w, t, params, avoid)
+            pending.append(row)
+            if (t + 1) % lp.checkpoint_every == 0 or t == lp.iterations - 1:
+                commit(
+                    ctx.catalog,
+                    ctx.store,
+                    dataset_id=dataset,
+                    run_id=run_id,
+                    unit=f"iter/{t:06d}",
+                    shards=[],
+                    tables=[
+                        TableSpec("checkpoint", pipeline.generator.name, {"w": w.cpu().numpy()}),
+                        _stats_table(pending),
+                    ],
+                )
+                pending = []
+                runs.set_progress(ctx.catalog, run_id, (t + 1) / (lp.iterations + 1))
+            advance(1)
+        e = pipeline.embed(w)
+        final = {"iteration": lp.iterations, **stats.population(e, w, pipeline.w_avg, params.ict)}
+        _commit_references(
+            ctx, pipeline, dataset, run_id, "iter/final", 0, w, e, None, [_stats_table([final])]
+        )
+        advance(1)
+    return {"identities": n, "iterations": lp.iterations}

@@ -1,0 +1,29 @@
+"""``synthdb runs resume ID``: rebuild a generation run from its stored params and continue it.
+
+The committed units tell the algorithm what is done (see :mod:`synthdb.generate.runner`), so resuming
+is calling the algorithm again with the same params, seed and run id.
+"""
+
+from __future__ import annotations
+
+from synthdb.catalog.runs import get_run
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+
+
+def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
+    """Continue run ``run_id``; return a one-line description of what it finished."""
+    from synthdb.generate.references import ReferenceParams, generate_references
+    from synthdb.generate.variations import VariationParams, generate_variations
+
+    run = get_run(ctx.catalog, run_id)
+    if run.status == "succeeded":
+        raise SynthdbError(f"run {run_id} has succeeded already: nothing to resume")
+    if run.kind == "references":
+        generate_references(ctx, ReferenceParams.from_dict(run.params), run_id, quiet)
+    elif run.kind == "variations":
+        shard = (run.shard_index or 0, run.shard_count or 1)
+        generate_variations(ctx, VariationParams(**run.params), run_id, shard, quiet)
+    else:
+        raise SynthdbError(f"run {run_id} is a {run.kind} run: only references and variations runs resume")
+    return f"{run.kind} ({run.algorithm}) resumed and succeeded"

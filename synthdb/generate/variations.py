@@ -1,0 +1,318 @@
+"""Variations of reference identities: ``dispersion`` and ``disco`` (spec section 7.3 a).
+
+Each reference identity gets ``num_variations`` latents pulled towards its reference embedding
+(through E = FR(crop(G))), pushed apart from each other in W within ``latent_radius``, pulled
+towards w_avg, and shaken by a random force. DisCo starts from random covariate edits (directions
+with their SVM means, as ``LatentEdit`` uses them, spec 8.3) instead of plain noise.
+
+Work units are fixed groups of ``identities_per_unit`` identities in label order; a job-array shard
+takes every ``num_shards``-th unit. Every draw is seeded per identity (and iteration), and the
+automatic timestep is per identity, so a unit's result depends on nothing outside it: sharded runs
+equal the single-process run bit for bit, and a resumed run equals an uninterrupted one.
+
+Fixed against the reference: chunked embedding gradients are exact for every element (it
+broadcast each chunk's first), ``--seed`` is honoured, force norms are over the latent axis, the
+adaptive timestep is per identity (it coupled all identities of a job, so results depended on the
+job split), ``prop_ict`` is computed. Kept as in the reference: the random force is not scaled by
+sqrt(dt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from synthdb.catalog import runs
+from synthdb.catalog.datasets import dataset_id
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.generate import runner, stats
+from synthdb.generate.pipeline import Pipeline
+from synthdb.generate.references import load_pipeline
+from synthdb.progress import progress_bar
+from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
+
+ALGORITHMS = ("dispersion", "disco")
+#: LatentEdit's covariates (spec 8.3) and which ``--*-scaling`` option scales each.
+COVARIATES = {
+    "pose": "pose",
+    "illumination": "illumination",
+    "smile": "expression",
+    "scream": "expression",
+    "disgust": "expression",
+    "squint": "expression",
+    "surprise": "expression",
+}
+
+
+@dataclass
+class Directions:
+    """Covariate directions in W: unit SVM normals (K, w_dim) and the mean projections of the negative
+    and positive classes (K,), named after :data:`COVARIATES`."""
+
+    names: list[str]
+    normals: Tensor
+    neg_means: Tensor
+    pos_means: Tensor
+
+    @classmethod
+    def load(cls, path: str) -> Directions:
+        """An ``.npz`` with ``names``, ``normals``, ``neg_means``, ``pos_means`` (until latent
+        analysis writes directions into the catalog)."""
+        try:
+            data = np.load(path, allow_pickle=False)
+            return cls(
+                [str(n) for n in data["names"]],
+                torch.from_numpy(data["normals"]).float(),
+                torch.from_numpy(data["neg_means"]).float(),
+                torch.from_numpy(data["pos_means"]).float(),
+            )
+        except (OSError, KeyError, ValueError) as exc:
+            raise SynthdbError(
+                f"cannot read directions {path} ({exc}): "
+                "pass an .npz with names, normals, neg_means, pos_means"
+            ) from None
+
+    def scaled(self, scaling: dict[str, float]) -> Tensor:
+        """D_k = n_k * s_k * max(-neg_mean_k, pos_mean_k), (K, w_dim)."""
+        unknown = [n for n in self.names if n not in COVARIATES]
+        if unknown:
+            raise SynthdbError(f"unknown covariate directions {unknown}: use {', '.join(COVARIATES)}")
+        s = torch.tensor([scaling[COVARIATES[n]] for n in self.names])
+        reach = torch.maximum(-self.neg_means, self.pos_means)
+        return self.normals * (s * reach)[:, None]
+
+
+@dataclass
+class VariationParams:
+    """Everything a variations run needs (reference defaults, spec 7.3 a); stored as the run's params."""
+
+    name: str
+    references: str
+    algorithm: str = "dispersion"
+    num_variations: int = 16
+    iterations: int = 20
+    embedding_coefficient: float = 20.0
+    latent_coefficient: float = 1.0
+    latent_radius: float = 12.0
+    global_coefficient: float = 1.0
+    random_force: float = 0.05
+    viscous_coefficient: float = 1.0
+    timestep: float = 0.05
+    initial_noise: float = 0.2
+    directions: str | None = None
+    pose_scaling: float = 1.0
+    illumination_scaling: float = 1.0
+    expression_scaling: float = 1.0
+    ict: float = 1.4
+    seed: int = 0
+    batch_size: int = 8
+    identities_per_unit: int = 8
+    generator: str = "stylegan2-tiny"
+    embedder: str = "dlib-resnet"
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise SynthdbError(
+                f"unknown variations algorithm {self.algorithm!r}: use {', '.join(ALGORITHMS)}"
+            )
+        if self.algorithm == "disco" and not self.directions:
+            raise SynthdbError("disco needs covariate directions: pass --directions FILE.npz")
+        if min(self.num_variations, self.batch_size, self.identities_per_unit) < 1 or self.iterations < 0:
+            raise SynthdbError("--num-variations, --batch-size, --identities-per-unit must be >= 1")
+
+
+def rowwise_angle(a: Tensor, b: Tensor) -> Tensor:
+    """Angle (radians) between matching rows of a and b, differentiable with finite gradients."""
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    return torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+
+
+def latent_repulsion(w: Tensor, k: float, radius: float) -> Tensor:
+    """F^w of U = sum_{a<b} [D_ab < r] k (r - D_ab)^2 / 2 within each identity, closed form: (I, A, w_dim).
+    (The reference used autograd on cdist, whose gradient at a == b is undefined.)"""
+    diff = w[:, :, None, :] - w[:, None, :, :]
+    dist = diff.norm(dim=-1)
+    eye = torch.eye(w.shape[1], dtype=torch.bool, device=w.device)
+    active = (dist < radius) & ~eye
+    scale = torch.where(active, k * (radius - dist) / dist.masked_fill(~active, 1.0), torch.zeros_like(dist))
+    return (scale[..., None] * diff).sum(2)
+
+
+def dispersion_unit(
+    pipeline: Pipeline,
+    params: VariationParams,
+    labels: list[str],
+    w_ref: Tensor,
+    e_ref: Tensor,
+    offsets: Tensor | None,
+) -> tuple[Tensor, Tensor, list[dict[str, float]]]:
+    """Variations of one unit: (w (I, A, w_dim), embeddings (I, A, D), stats rows per iteration)."""
+    p, a = params, params.num_variations
+    dev = w_ref.device
+    init = []
+    for i, lab in enumerate(labels):
+        noise = torch.randn(a, w_ref.shape[1], generator=runner.rng(p.seed, "init", lab))
+        start = w_ref[i].cpu() + p.initial_noise * noise
+        if offsets is not None:
+            u = torch.rand(a, len(offsets), generator=runner.rng(p.seed, "disco", lab)) - 0.5
+            start = start + u @ offsets
+        init.append(start)
+    w = torch.stack(init).to(dev)
+    n_id, dim = w.shape[0], w.shape[2]
+    anchors = e_ref.repeat_interleave(a, 0)
+    w_avg = pipeline.w_avg
+    rows: list[dict[str, float]] = []
+    mu = p.viscous_coefficient
+    for t in range(p.iterations):
+        e, grad = pipeline.gradient(
+            w.reshape(-1, dim),
+            lambda e, r: (p.embedding_coefficient / 4 * rowwise_angle(e, anchors[r]) ** 2).sum(),
+        )
+        f_e = -grad.reshape(w.shape)
+        f_w = latent_repulsion(w, p.latent_coefficient, p.latent_radius)
+        f_g = p.global_coefficient * (w_avg - w)
+        xi = torch.stack(
+            [torch.randn(a, dim, generator=runner.rng(p.seed, "noise", lab, t)) for lab in labels]
+        ).to(dev)
+        force = f_e + f_w + f_g + xi
+        if p.timestep < 0:
+            w_min = (
+                torch.stack([stats.pair_values(x, "euclid").min() for x in w]) if a > 1 else torch.ones(n_id)
+            )
+            f_max = force.norm(dim=-1).amax(1)
+            dt = (abs(p.timestep) * mu * w_min / f_max.clamp_min(1e-12)).to(dev)[:, None, None]
+        else:
+            dt = torch.full((n_id, 1, 1), p.timestep, device=dev)
+        e = e.reshape(n_id, a, -1)
+        row: dict[str, Any] = {"iteration": t, **stats.grouped(e, w, w_avg, p.ict)}
+        row["ref_dist_avg"] = float(rowwise_angle(e.reshape(-1, e.shape[-1]), anchors).double().mean())
+        row |= stats.force_norms("intf", f_e) | stats.force_norms("rndf", xi)
+        row |= stats.force_norms("latf", f_w + f_g) | stats.force_norms("totf", force)
+        row["timestep"] = float(dt.double().mean())
+        rows.append(row)
+        w = w + (dt / mu) * force
+    e = pipeline.embed(w.reshape(-1, dim)).reshape(n_id, a, -1)
+    final = {"iteration": p.iterations, **stats.grouped(e, w, w_avg, p.ict)}
+    final["ref_dist_avg"] = float(rowwise_angle(e.reshape(-1, e.shape[-1]), anchors).double().mean())
+    return w, e, [*rows, final]
+
+
+@dataclass
+class References:
+    labels: list[str]
+    w: Tensor
+    e: Tensor
+
+
+def load_references(ctx: Context, name: str, pipeline: Pipeline) -> References:
+    """Reference latents and stored embeddings (the anchors) of a dataset, one per identity, by label."""
+    ds = dataset_id(ctx.catalog, name)
+    space_w, space_e = pipeline.generator.name, pipeline.embedder.name
+    ids_w, ident, w = runner.dataset_vectors(ctx, ds, "latent", space_w, "w")
+    ids_e, _, e = runner.dataset_vectors(ctx, ds, "embedding", space_e, "embedding")
+    roles = runner.sample_roles(ctx, ids_w)
+    keep = np.array([roles[int(i)] == "reference" for i in ids_w])
+    if not np.array_equal(ids_w, ids_e):
+        raise SynthdbError(
+            f"dataset {name}: latents and embeddings cover different samples: run `synthdb fsck`"
+        )
+    if not keep.any():
+        raise SynthdbError(f"dataset {name} has no reference samples: pass a references dataset")
+    labels = runner.identity_labels(ctx, ident[keep])
+    order = np.argsort(labels, kind="stable")
+    if len(set(labels)) != len(labels):
+        raise SynthdbError(f"dataset {name} has several references per identity: pass one reference each")
+    dev = pipeline.generator.device
+    return References(
+        [labels[i] for i in order],
+        torch.from_numpy(w[keep][order]).to(dev),
+        torch.from_numpy(e[keep][order]).to(dev),
+    )
+
+
+def generate_variations(
+    ctx: Context,
+    params: VariationParams,
+    run_id: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    quiet: bool = True,
+) -> int:
+    """Run (or, with ``run_id``, resume) one shard of a variations run; return the run id."""
+    params.check()
+    pipeline = load_pipeline(params)
+    refs = load_references(ctx, params.references, pipeline)
+    offsets = None
+    if params.algorithm == "disco":
+        scaling = {
+            "pose": params.pose_scaling,
+            "illumination": params.illumination_scaling,
+            "expression": params.expression_scaling,
+        }
+        offsets = Directions.load(params.directions).scaled(scaling)
+    size = params.identities_per_unit
+    units = [(j, refs.labels[j : j + size]) for j in range(0, len(refs.labels), size)][shard[0] :: shard[1]]
+    attributes = {"variations_of": params.references, "params": asdict(params)}
+    total = sum(len(labels) for _, labels in units)
+    with runner.run_scope(
+        ctx, "variations", params.algorithm, asdict(params), params.seed, run_id, shard
+    ) as run_id:
+        dataset = runner.output_dataset(ctx, params.name, run_id, attributes, shared=True)
+        done = runner.done_units(ctx, run_id)
+        finished = 0
+        with progress_bar(total, f"{params.algorithm} identities", quiet) as advance:
+            for start, labels in units:
+                unit = f"ids/{start:06d}"
+                if unit not in done:
+                    pick = slice(start, start + len(labels))
+                    w, e, rows = dispersion_unit(
+                        pipeline, params, labels, refs.w[pick], refs.e[pick], offsets
+                    )
+                    _commit_unit(ctx, pipeline, params, dataset, run_id, unit, labels, w, e, rows)
+                finished += len(labels)
+                runs.set_progress(ctx.catalog, run_id, finished / max(total, 1))
+                advance(len(labels))
+        runs.set_summary(ctx.catalog, run_id, {"dataset": params.name, "identities": total})
+    return run_id
+
+
+def _commit_unit(
+    ctx: Context,
+    pipeline: Pipeline,
+    params: VariationParams,
+    dataset: int,
+    run_id: int,
+    unit: str,
+    labels: list[str],
+    w: Tensor,
+    e: Tensor,
+    rows: list[dict[str, float]],
+) -> None:
+    a = params.num_variations
+    names = [f"augmentation_{k}" for k in range(a)]
+    table = TableSpec("stats", None, stats.columns([{**row, "unit": unit} for row in rows]))
+    commit(
+        ctx.catalog,
+        ctx.store,
+        dataset_id=dataset,
+        run_id=run_id,
+        unit=unit,
+        samples=NewSamples(
+            keys=[f"{lab}/{name}" for lab in labels for name in names],
+            role="variation",
+            identity_labels=[lab for lab in labels for _ in names],
+            labels=names * len(labels),
+        ),
+        shards=[
+            ShardSpec("latent", pipeline.generator.name, {"w": w.reshape(-1, w.shape[-1]).cpu().numpy()}),
+            ShardSpec(
+                "embedding", pipeline.embedder.name, {"embedding": e.reshape(-1, e.shape[-1]).cpu().numpy()}
+            ),
+        ],
+        tables=[table],
+    )

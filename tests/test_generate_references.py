@@ -1,0 +1,301 @@
+"""Reference generation into the catalog: random, ICT, Langevin; runs, units, seeds and exact resume.
+
+Uses the UNTRAINED stylegan2-tiny generator (its images are not faces) with the dlib embedder, so
+angles between identities are small (about 0.2-0.4 rad): thresholds here are scaled to that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import torch
+
+from synthdb.catalog.datasets import dataset_id
+from synthdb.catalog.runs import finish_run, get_run
+from synthdb.catalog.schema import Sample, Shard
+from synthdb.context import Context
+from synthdb.errors import SynthdbError
+from synthdb.faces.embed import angle
+from synthdb.generate import runner
+from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
+from synthdb.generate.resume import resume_run
+from synthdb.store.commit import TableSpec, commit
+from synthdb.store.fsck import fsck, gc
+
+SMALL = {"num_identities": 6, "ict": 0.25, "batch_size": 4}
+LANGEVIN = LangevinParams(iterations=4, repulsion_radius=0.5)
+
+
+def vectors(ctx: Context, name: str, content: str = "embedding") -> tuple[list[str], np.ndarray]:
+    """(sample keys, vectors) of a dataset in sample-id order."""
+    space, column = ("dlib-resnet", "embedding") if content == "embedding" else ("stylegan2-tiny", "w")
+    ids, _, vecs = runner.dataset_vectors(ctx, dataset_id(ctx.catalog, name), content, space, column)
+    table = Sample.__table__
+    with ctx.catalog.engine.connect() as conn:
+        keys = dict(
+            conn.execute(sa.select(table.c.id, table.c.key).where(table.c.id.in_(ids.tolist()))).all()
+        )
+    return [keys[int(i)] for i in ids], vecs
+
+
+def test_random_ict_langevin_land_in_the_catalog(sqlite_ctx: Context) -> None:
+    ctx = sqlite_ctx
+    for algorithm in ("random", "ict", "langevin"):
+        run_id = generate_references(
+            ctx, ReferenceParams(name=algorithm, algorithm=algorithm, langevin=LANGEVIN, **SMALL)
+        )
+        run = get_run(ctx.catalog, run_id)
+        assert (run.kind, run.algorithm, run.status, run.seed) == ("references", algorithm, "succeeded", 0)
+        assert run.params["num_identities"] == 6 and run.summary["dataset"] == algorithm
+        keys, emb = vectors(ctx, algorithm)
+        wkeys, w = vectors(ctx, algorithm, "latent")
+        assert keys == wkeys == [f"{i:05d}/reference" for i in range(6)]
+        assert emb.shape == (6, 128) and w.shape == (6, 512)
+        if algorithm == "ict":  # every accepted pair is at least ICT apart
+            d = angle(torch.from_numpy(emb), torch.from_numpy(emb))
+            assert bool((d[~torch.eye(6, dtype=torch.bool)] >= 0.25).all())
+    stats = runner.read_stats(ctx, run_id)  # langevin: one row per iteration, plus the final state
+    assert [row["iteration"] for row in stats] == [0, 1, 2, 3, 4]
+    first, last = stats[0], stats[-1]
+    assert last["dist_min"] > first["dist_min"] and last["dist_avg"] > first["dist_avg"]
+    assert last["prop_ict"] > first["prop_ict"]
+    assert all(row["timestep"] > 0 and row["intf_max"] >= row["intf_min"] for row in stats[:-1])
+    # the initial latents of langevin are the random run's latents (same root seed, same per-identity draws)
+    _, w_random = vectors(ctx, "random", "latent")
+    assert not np.array_equal(w_random, vectors(ctx, "langevin", "latent")[1])
+    assert fsck(ctx).clean
+
+
+def test_stored_latents_reproduce_stored_embeddings(sqlite_ctx: Context) -> None:
+    """Constant noise: a stored latent gives back its stored embedding."""
+    from synthdb.generate.references import load_pipeline
+
+    params = ReferenceParams(name="r", algorithm="random", **SMALL)
+    generate_references(sqlite_ctx, params)
+    _, w = vectors(sqlite_ctx, "r", "latent")
+    _, emb = vectors(sqlite_ctx, "r")
+    again = load_pipeline(params).embed(torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(again, emb, rtol=0, atol=1e-4)
+
+
+def test_user_errors_are_one_line(sqlite_ctx: Context) -> None:
+    with pytest.raises(SynthdbError, match="lower --ict"):
+        generate_references(
+            sqlite_ctx,
+            ReferenceParams(name="x", algorithm="ict", num_identities=3, ict=3.0, max_candidates=2),
+        )
+    generate_references(sqlite_ctx, ReferenceParams(name="y", algorithm="random", num_identities=1))
+    with pytest.raises(SynthdbError, match="choose another --name"):
+        generate_references(sqlite_ctx, ReferenceParams(name="y", algorithm="random", num_identities=1))
+    with pytest.raises(SynthdbError, match="--avoid needs"):
+        generate_references(
+            sqlite_ctx, ReferenceParams(name="z", num_identities=2, algorithm="random", avoid="y")
+        )
+    with pytest.raises(SynthdbError, match="no dataset named 'nope'"):
+        generate_references(sqlite_ctx, ReferenceParams(name="z", num_identities=2, avoid="nope"))
+
+
+CHILD = """
+import json, os, signal, sys
+from synthdb.context import Context
+from synthdb.generate import references
+from synthdb.store import commit as protocol
+
+where, params, kill_after, mode = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+calls = {"n": 0}
+real_commit, real_publish = references.commit, protocol._publish
+
+def killing_commit(*args, **kwargs):
+    if calls["n"] == kill_after and mode == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls["n"] += 1
+    return real_commit(*args, **kwargs)
+
+def killing_publish(*args, **kwargs):
+    out = real_publish(*args, **kwargs)
+    if calls["n"] == kill_after + 1 and mode == "inside":  # renamed, row not yet committed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+references.commit, protocol._publish = killing_commit, killing_publish
+with Context.open(where) as ctx:
+    references.generate_references(ctx, references.ReferenceParams.from_dict(params))
+"""
+
+
+TRIALS = int(os.environ.get("SYNTHDB_RESUME_TRIALS", "2"))  # the acceptance stress run uses 5
+
+
+@pytest.mark.parametrize("algorithm", ["langevin", "ict", "random"])
+def test_resume_after_sigkill_equals_an_uninterrupted_run(sqlite_ctx: Context, algorithm: str) -> None:
+    from dataclasses import asdict
+
+    ctx = sqlite_ctx
+    small = {**SMALL, "batch_size": 2} if algorithm != "langevin" else SMALL  # more units to kill between
+    whole = ReferenceParams(name="whole", algorithm=algorithm, langevin=LANGEVIN, **small)
+    generate_references(ctx, whole)
+    units = len(runner.done_units(ctx, get_run(ctx.catalog, 1).id))
+    chooser = random.Random(f"{algorithm}-kill")
+    for trial in range(TRIALS):
+        mode = ("before", "inside")[trial % 2]
+        name = f"killed{trial}"
+        params = asdict(ReferenceParams(name=name, algorithm=algorithm, langevin=LANGEVIN, **small))
+        kill_after = chooser.randrange(0, units)
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, str(ctx.ws.root), json.dumps(params), str(kill_after), mode],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        run_id = max(r.id for r in _runs(ctx))
+        assert get_run(ctx.catalog, run_id).status == "running"  # nobody closed it: the process died
+        assert len(runner.done_units(ctx, run_id)) == kill_after
+        if trial % 2 == 0:
+            resume_run(ctx, run_id)
+        else:  # through the real command line
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "synthdb.cli.main",
+                    "-w",
+                    str(ctx.ws.root),
+                    "runs",
+                    "resume",
+                    str(run_id),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert proc.returncode == 0, proc.stderr
+        assert get_run(ctx.catalog, run_id).status == "succeeded"
+        for content in ("embedding", "latent"):
+            keys, got = vectors(ctx, name, content)
+            want_keys, want = vectors(ctx, "whole", content)
+            assert keys == want_keys and len(set(keys)) == len(keys)  # no duplicate samples
+            assert np.array_equal(got, want)  # bitwise
+        assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, 1)
+    gc(ctx, min_age=0)  # a kill inside a commit leaves an unreferenced file, by design
+    assert fsck(ctx).clean
+
+
+def _runs(ctx: Context) -> list:
+    from synthdb.catalog.runs import list_runs
+
+    return list_runs(ctx.catalog)
+
+
+def test_unit_seeds_are_stable_and_independent() -> None:
+    assert runner.unit_seed(0, "z", 3) == runner.unit_seed(0, "z", 3)
+    assert len({runner.unit_seed(s, "z", i) for s in range(3) for i in range(50)}) == 150
+    assert runner.unit_seed(1, "ab") != runner.unit_seed(1, "ba")
+    a = torch.randn(4, generator=runner.rng(7, "noise", "00001", 2))
+    torch.manual_seed(123)  # global RNG state does not matter
+    assert torch.equal(a, torch.randn(4, generator=runner.rng(7, "noise", "00001", 2)))
+
+
+def test_shards_from_options_slurm_and_sge(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert runner.resolve_shard(None, None) == (0, 1)
+    assert runner.resolve_shard(2, 4) == (2, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert runner.resolve_shard(None, None) == (2, 4)
+    assert runner.resolve_shard(0, 2) == (0, 2)  # options win
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.setenv("SGE_TASK_ID", "5")
+    monkeypatch.setenv("SGE_TASK_FIRST", "1")
+    monkeypatch.setenv("SGE_TASK_LAST", "8")
+    monkeypatch.setenv("SGE_TASK_STEPSIZE", "1")
+    assert runner.resolve_shard(None, None) == (4, 8)
+    with pytest.raises(SynthdbError, match="--shard-index"):
+        runner.resolve_shard(4, 4)
+
+
+def test_table_only_commit_is_a_shard_without_samples(ctx: Context) -> None:
+    """On SQLite and PostgreSQL."""
+    from synthdb.catalog.datasets import create_dataset
+
+    sqlite_ctx = ctx
+    ds = create_dataset(sqlite_ctx.catalog, "t", "synthetic", "generated")
+    done = commit(
+        sqlite_ctx.catalog,
+        sqlite_ctx.store,
+        dataset_id=ds,
+        shards=[],
+        unit="u",
+        tables=[
+            TableSpec("stats", None, {"iteration": np.arange(3), "x": np.ones(3), "v": np.zeros((3, 2))})
+        ],
+    )
+    assert len(done.sample_ids) == 0 and len(done.shard_ids) == 1
+    with sqlite_ctx.catalog.engine.connect() as conn:
+        row = conn.execute(sa.select(Shard.__table__).where(Shard.__table__.c.id == done.shard_ids[0])).one()
+    assert (row.content, row.rows, row.unit) == ("stats", 3, "u")
+    assert fsck(sqlite_ctx).clean
+    with pytest.raises(SynthdbError, match="either new samples"):
+        commit(sqlite_ctx.catalog, sqlite_ctx.store, dataset_id=ds, shards=[])
+
+
+def test_batched_repulsion_equals_the_one_identity_loop() -> None:
+    """Both batched modes give the reference's per-identity forces (the gradient separates across i)."""
+    from synthdb.generate.references import _latents, langevin_step, load_pipeline, repulsion_potential
+
+    params = ReferenceParams(
+        name="x", num_identities=5, batch_size=2, langevin=LangevinParams(repulsion_radius=0.5)
+    )
+    pipeline = load_pipeline(params)
+    _, w = _latents(pipeline, 0, range(5), 0.7, "z")
+    fixed = pipeline.embed(w)
+    loop = []
+    for i in range(5):
+        wi = w[i : i + 1].clone().requires_grad_(True)
+        u = repulsion_potential(pipeline.forward(wi), slice(i, i + 1), fixed, 1.0, 0.5, None, 0.0)
+        loop.append(torch.autograd.grad(u, wi)[0])
+    want = torch.cat(loop)
+    _, whole = pipeline.coupled_gradient(
+        w, lambda e, others: repulsion_potential(e, slice(0, 5), others, 1.0, 0.5, None, 0.0)
+    )
+    _, bounded = pipeline.gradient(
+        w, lambda e, rows: repulsion_potential(e, rows, fixed, 1.0, 0.5, None, 0.0)
+    )
+    for got in (whole, bounded):
+        assert float((got - want).norm() / want.norm()) < 1e-2  # float noise of other batch shapes
+    _, w_whole, _ = langevin_step(pipeline, w, 0, params, None)
+    params.langevin.whole_graph = False
+    _, w_bounded, _ = langevin_step(pipeline, w, 0, params, None)
+    assert float((w_whole - w_bounded).norm() / (w_whole - w).norm()) < 1e-2
+
+
+def test_references_and_their_resume_on_both_catalogs(ctx: Context) -> None:
+    from dataclasses import replace
+
+    params = ReferenceParams(name="pg", algorithm="langevin", num_identities=3, batch_size=3,
+                             langevin=LangevinParams(iterations=2, repulsion_radius=0.5))  # fmt: skip
+    run_id = generate_references(ctx, params)
+    resumed = generate_references(ctx, replace(params, name="again"))
+    with ctx.catalog.begin() as conn:  # forget the final unit and the last iteration, as if killed there
+        conn.execute(sa.delete(Sample.__table__).where(Sample.__table__.c.run_id == resumed))
+        conn.execute(
+            sa.update(Shard.__table__)
+            .where(
+                Shard.__table__.c.run_id == resumed, Shard.__table__.c.unit.in_(["iter/final", "iter/000001"])
+            )
+            .values(state="retired")
+        )
+    finish_run(ctx.catalog, resumed, "failed", "killed")
+    resume_run(ctx, resumed)
+    assert np.array_equal(vectors(ctx, "pg", "latent")[1], vectors(ctx, "again", "latent")[1])
+    assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, resumed)
