@@ -64,25 +64,33 @@ def current(opts: Options) -> None:
 
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--identities", default=200, show_default=True)
-@click.option("--per-identity", default=8, show_default=True)
+@click.option("--identities", default=16, show_default=True, help="Reference identities (Langevin).")
+@click.option("--per-identity", default=4, show_default=True, help="Variations per identity (Dispersion).")
+@click.option("--iterations", default=6, show_default=True, help="Langevin iterations.")
 @click.option("--seed", default=0, show_default=True)
 @pass_options
-def demo(opts: Options, directory: str | None, identities: int, per_identity: int, seed: int) -> None:
+def demo(
+    opts: Options, directory: str | None, identities: int, per_identity: int, iterations: int, seed: int
+) -> None:
     """Run the main job end to end on embedded defaults in a new workspace DIRECTORY (default: a temp dir)."""
     import tempfile
 
     from synthdb.demo import run_demo
 
     directory = directory or tempfile.mkdtemp(prefix="synthdb-demo-")
-    result = run_demo(directory, identities, per_identity, seed=seed, quiet=opts.quiet)
+    result = run_demo(directory, identities, per_identity, iterations, seed=seed, quiet=opts.quiet)
     click.echo(
-        f"workspace {result.workspace}: dataset '{result.dataset}' with {result.identities} identities, "
-        f"{result.samples} samples, {result.shards} shards committed (vectors are random clusters: "
-        "no face generator is involved yet)"
+        f"workspace {result.workspace}: {result.identities} Langevin reference identities, "
+        f"{result.variations} Dispersion variations, {result.images} images rendered from their latents."
+    )
+    click.echo(
+        "The generator is stylegan2-tiny: random-initialised and UNTRAINED (no face-generator weights "
+        "ship with synthdb), so the images show the machinery, not faces; the embedder is the "
+        "embedded dlib-resnet."
     )
     for title, text in result.queries:
         click.echo(f"\n{title}\n{text}")
     click.echo(
-        f'\nLook further: cd {result.workspace} && synthdb info && synthdb query "SELECT * FROM catalog.run"'
+        f"\nLook further: cd {result.workspace} && synthdb runs list && synthdb stats separability "
+        "demo-variations && ls datasets/demo-variations"
     )

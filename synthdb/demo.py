@@ -1,10 +1,12 @@
 """``synthdb demo``: the main job end to end on embedded defaults, as far as the project goes today.
 
-Today that is: create a workspace, register a synthetic dataset whose identities are clusters of
-vectors (made with a fixed seed; no face generator is involved yet, and the demo says so), commit
-its embeddings and latents through the crash-safe commit protocol in work units, then answer
-questions about it with ``synthdb query``: counts per dataset and the mean angle within and between
-identities. Later issues extend it with real faces, generators and analysis.
+A workspace is created; Langevin identity repulsion makes reference identities with the untrained
+``stylegan2-tiny`` generator and the embedded dlib-resnet face embedder; Dispersion makes variations
+of each; their images are rendered from the stored latents; then ``synthdb query`` answers questions
+over the catalog and the shards. No face-generator weights ship with synthdb, so the "faces" are
+the output of a random-initialised network: the demo shows the machinery, not face quality, and says
+so. With real weights (``synthdb models add stylegan2-ffhq-256 --file ...``) the same commands make a
+real dataset.
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from synthdb.admin import init_workspace
 from synthdb.analysis.query import query, write_result
-from synthdb.catalog.datasets import create_dataset
-from synthdb.catalog.runs import recorded_run, set_progress
-from synthdb.progress import progress_bar
-from synthdb.store.commit import NewSamples, ShardSpec, commit
+from synthdb.generate.images import generate_dataset_images
+from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
+from synthdb.generate.variations import VariationParams, generate_variations
 
-DATASET = "demo-clusters"
-EMBED_SPACE = "demo-vectors-128d"
-LATENT_SPACE = "demo-vectors-512d"
+REFERENCES = "demo-references"
+VARIATIONS = "demo-variations"
+# The untrained tiny generator's faces sit 0.2-0.4 rad apart under dlib-resnet (real faces: ~1 rad), so
+# the thresholds are scaled down accordingly.
+ICT, RADIUS = 0.25, 0.5
 
 SEPARATION_SQL = """
 WITH e AS (SELECT sample_id, identity_id, embedding FROM embeddings WHERE dataset = '{dataset}')
@@ -40,100 +41,65 @@ GROUP BY 1 ORDER BY 1
 @dataclass
 class DemoResult:
     workspace: Path
-    dataset: str
     identities: int
-    samples: int
-    shards: int
+    variations: int
+    images: int
     queries: list[tuple[str, str]] = field(default_factory=list)
-
-
-def make_clusters(
-    identities: int, per_identity: int, dim: int, spread: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-norm identity centres plus Gaussian noise: separable identities with intra-class spread."""
-    centres = rng.standard_normal((identities, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    noise = rng.standard_normal((identities, per_identity, dim)).astype(np.float32) * spread / np.sqrt(dim)
-    return centres, (centres[:, None, :] + noise).reshape(-1, dim)
 
 
 def run_demo(
     directory: str | os.PathLike,
-    identities: int = 200,
-    per_identity: int = 8,
-    unit_identities: int = 50,
+    identities: int = 16,
+    per_identity: int = 4,
+    iterations: int = 6,
     seed: int = 0,
     quiet: bool = False,
 ) -> DemoResult:
     """Create a workspace in ``directory`` and run the demo job in it (see the module docstring)."""
     ctx = init_workspace(directory)
     try:
-        rng = np.random.default_rng(seed)
-        _, embeddings = make_clusters(identities, per_identity, 128, spread=0.6, rng=rng)
-        latents = rng.standard_normal((identities * per_identity, 512)).astype(np.float32)
-        params = {
-            "identities": identities,
-            "per_identity": per_identity,
-            "note": "random clusters, no generator",
-        }
-        shards = 0
-        with recorded_run(
-            ctx.catalog, "import", algorithm="demo-clusters", params=params, seed=seed
-        ) as run_id:
-            dataset_id = create_dataset(
-                ctx.catalog,
-                DATASET,
-                "synthetic",
-                "demo",
-                run_id=run_id,
-                description="Clusters of random vectors standing in for identities "
-                "(no face generator involved)",
-            )
-            with progress_bar(identities, "committing identities", quiet) as advance:
-                for start in range(0, identities, unit_identities):
-                    ids = range(start, min(start + unit_identities, identities))
-                    rows = slice(ids.start * per_identity, ids.stop * per_identity)
-                    labels = [f"{i:05d}" for i in ids for _ in range(per_identity)]
-                    variants = [f"variation_{k}" for _ in ids for k in range(per_identity)]
-                    commit(
-                        ctx.catalog,
-                        ctx.store,
-                        dataset_id=dataset_id,
-                        run_id=run_id,
-                        unit=f"identities:{ids.start}",
-                        samples=NewSamples(
-                            keys=[
-                                f"{ident}/{variant}" for ident, variant in zip(labels, variants, strict=True)
-                            ],
-                            role="variation",
-                            identity_labels=labels,
-                            labels=variants,
-                        ),
-                        shards=[
-                            ShardSpec("embedding", EMBED_SPACE, {"embedding": embeddings[rows]}),
-                            ShardSpec("latent", LATENT_SPACE, {"w": latents[rows]}),
-                        ],
-                    )
-                    shards += 2
-                    set_progress(ctx.catalog, run_id, ids.stop / identities)
-                    advance(len(ids))
+        generate_references(
+            ctx,
+            ReferenceParams(
+                name=REFERENCES,
+                num_identities=identities,
+                algorithm="langevin",
+                ict=ICT,
+                seed=seed,
+                langevin=LangevinParams(iterations=iterations, repulsion_radius=RADIUS),
+            ),
+            quiet=quiet,
+        )
+        generate_variations(
+            ctx,
+            VariationParams(
+                name=VARIATIONS,
+                references=REFERENCES,
+                num_variations=per_identity,
+                iterations=max(1, iterations // 2),
+                ict=ICT,
+                seed=seed,
+            ),
+            quiet=quiet,
+        )
+        images = sum(generate_dataset_images(ctx, name, quiet=quiet) for name in (REFERENCES, VARIATIONS))
         questions = [
             (
                 "SELECT dataset, model, count(*) AS embeddings FROM embeddings GROUP BY ALL ORDER BY 1",
                 "embeddings per dataset and model",
             ),
+            ("SELECT kind, algorithm, status, seed FROM catalog.run ORDER BY id", "the runs that made them"),
             (
-                SEPARATION_SQL.format(dataset=DATASET).strip(),
-                "angles within and between identities (radians)",
+                SEPARATION_SQL.format(dataset=VARIATIONS).strip(),
+                "angles within and between identities of the variations (radians)",
             ),
         ]
         answers = [(title, sql, write_result(query(ctx, sql), "table", None)) for sql, title in questions]
         return DemoResult(
             workspace=ctx.ws.root,
-            dataset=DATASET,
             identities=identities,
-            samples=identities * per_identity,
-            shards=shards,
+            variations=identities * per_identity,
+            images=images,
             queries=[
                 (f'{title}\n$ synthdb query "{" ".join(sql.split())}"', text or "")
                 for title, sql, text in answers

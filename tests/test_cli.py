@@ -54,15 +54,27 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_demo_query_fsck_gc(tmp_path: Path) -> None:
-    demo = run("demo", str(tmp_path / "d"), "--identities", "40", "--per-identity", "4", cwd=tmp_path)
+    demo = run(
+        "demo",
+        str(tmp_path / "d"),
+        "--identities",
+        "4",
+        "--per-identity",
+        "2",
+        "--iterations",
+        "2",
+        cwd=tmp_path,
+    )
     assert demo.returncode == 0, demo.stderr
-    assert "intra-class" in demo.stdout and "inter-class" in demo.stdout
+    assert "intra-class" in demo.stdout and "inter-class" in demo.stdout and "UNTRAINED" in demo.stdout
+    assert len(list((tmp_path / "d" / "datasets" / "demo-variations").glob("*/*.png"))) == 8
     ws = ["-w", str(tmp_path / "d")]
-    counts = run(*ws, "query", "SELECT dataset, count(*) AS n FROM embeddings GROUP BY 1", "--format", "csv")
-    assert counts.stdout.strip() == "dataset,n\ndemo-clusters,160"
+    sql = "SELECT dataset, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1"
+    counts = run(*ws, "query", sql, "--format", "csv")
+    assert counts.stdout.strip() == "dataset,n\ndemo-references,4\ndemo-variations,8"
     refused = run(*ws, "query", "DELETE FROM catalog.sample")
     assert "read-only" in one_line_error(refused)
-    assert run(*ws, "fsck").stdout.startswith("clean: 2 committed shards")
+    assert run(*ws, "fsck").stdout.startswith("clean: ")
     stray = tmp_path / "d" / "store" / "staging" / "stray.parquet"
     stray.write_bytes(b"x")
     dirty = run(*ws, "fsck")
@@ -70,11 +82,14 @@ def test_demo_query_fsck_gc(tmp_path: Path) -> None:
     assert "kept staging/stray.parquet" in run(*ws, "gc").stdout
     assert "removed staging/stray.parquet" in run(*ws, "gc", "--min-age", "0").stdout
     assert run(*ws, "fsck").returncode == 0
-    runs = run(*ws, "runs", "list").stdout.split()
-    assert runs[:5] == ["1", "import", "demo-clusters", "succeeded", "100%"]
+    runs = run(*ws, "runs", "list").stdout.splitlines()
+    assert [line.split()[:4] for line in runs[-2:]] == [
+        ["2", "variations", "dispersion", "succeeded"],
+        ["1", "references", "langevin", "succeeded"],
+    ]
     shown = run(*ws, "runs", "show", "1").stdout
-    assert '"identities": 40' in shown and "synthdb_version" in shown
-    assert "no run 7 in the catalog" in one_line_error(run(*ws, "runs", "show", "7"))
+    assert '"num_identities": 4' in shown and "synthdb_version" in shown
+    assert "no run 9 in the catalog" in one_line_error(run(*ws, "runs", "show", "9"))
 
 
 @pytest.mark.parametrize("fmt", ["json", "parquet"])
