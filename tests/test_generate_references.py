@@ -299,3 +299,11 @@ def test_references_and_their_resume_on_both_catalogs(ctx: Context) -> None:
     resume_run(ctx, resumed)
     assert np.array_equal(vectors(ctx, "pg", "latent")[1], vectors(ctx, "again", "latent")[1])
     assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, resumed)
+
+
+def test_stored_params_with_unknown_keys_are_named() -> None:
+    from synthdb.errors import SynthdbError
+    from synthdb.generate.references import ReferenceParams
+
+    with pytest.raises(SynthdbError, match="recorded with parameters bogus that this synthdb does not know"):
+        ReferenceParams.from_dict({"name": "r", "num_identities": 2, "bogus": 1})

@@ -127,3 +127,14 @@ def test_unreadable_shard_names_fsck(filled: Context) -> None:
 def test_empty_workspace_has_empty_views(sqlite_ctx: Context) -> None:
     assert query(sqlite_ctx, "SELECT count(*) AS n FROM embeddings").to_pylist() == [{"n": 0}]
     assert query(sqlite_ctx, "SELECT count(*) AS n FROM latents").to_pylist() == [{"n": 0}]
+
+
+def test_catalog_engine_takes_one_statement_and_unwritable_output_is_named(
+    sqlite_ctx: Context, tmp_path: Path
+) -> None:
+    with pytest.raises(SynthdbError, match="one statement at a time"):
+        query(sqlite_ctx, "SELECT 1; SELECT 2", engine="catalog")
+    table = query(sqlite_ctx, "SELECT 1 AS one")
+    for fmt in ("csv", "parquet"):
+        with pytest.raises(SynthdbError, match="cannot write .*no-such-dir"):
+            write_result(table, fmt, tmp_path / "no-such-dir" / f"out.{fmt}")

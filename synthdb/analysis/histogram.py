@@ -560,4 +560,8 @@ def write_dat(path: str | Path, left_edges: np.ndarray, columns: Sequence[np.nda
     if len({len(a) for a in arrays}) != 1:
         raise SynthdbError("every .dat column must have the same length: this is a bug, please report it")
     lines = ("".join(f"{float(v):16f}" for v in row) for row in zip(*arrays, strict=True))
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("".join(line + "\n" for line in lines))
+    except OSError as exc:
+        raise SynthdbError(f"cannot write {path} ({exc.strerror}): check the folder's permissions") from None

@@ -56,8 +56,9 @@ def _extension_path(name: str) -> str:
     return str(path)
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse any statement that is not a SELECT or EXPLAIN, as DuckDB's parser classifies it."""
+def check_read_only(sql: str) -> int:
+    """Refuse any statement that is not a SELECT or EXPLAIN, as DuckDB's parser classifies it; return how
+    many statements there are."""
     parser = duckdb.connect(":memory:")
     try:
         statements = parser.extract_statements(sql)
@@ -74,6 +75,7 @@ def check_read_only(sql: str) -> None:
                 f"synthdb query is read-only: a {kind} statement is refused (only SELECT and EXPLAIN run); "
                 "change the catalog through synthdb commands"
             )
+    return len(statements)
 
 
 def _literal(text: str) -> str:
@@ -201,8 +203,10 @@ def connect(ctx: Context) -> duckdb.DuckDBPyConnection:
 
 def query(ctx: Context, sql: str, engine: str = "duckdb") -> pa.Table:
     """Run read-only SQL and return the result of the last statement as an Arrow table."""
-    check_read_only(sql)
+    count = check_read_only(sql)
     if engine == "catalog":
+        if count > 1:
+            raise SynthdbError("--engine catalog runs one statement at a time: split the query")
         return _query_catalog(ctx, sql)
     if engine != "duckdb":
         raise SynthdbError(f"unknown query engine '{engine}': use duckdb or catalog")
@@ -236,17 +240,19 @@ def _sqlite_authorizer(action: int, *_args: object) -> int:
 def _query_catalog(ctx: Context, sql: str) -> pa.Table:
     url = ctx.catalog.engine.url
     if url.get_backend_name() == "sqlite":
-        conn = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
-        conn.set_authorizer(_sqlite_authorizer)
-        conn.execute("PRAGMA query_only = ON")
+        conn = None
         try:
+            conn = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
+            conn.set_authorizer(_sqlite_authorizer)
+            conn.execute("PRAGMA query_only = ON")
             cursor = conn.execute(sql)
             names = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall()
         except sqlite3.Error as exc:
             raise SynthdbError(f"query failed: {exc}") from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
     else:
         engine = sa.create_engine(url, execution_options={"postgresql_readonly": True})
         try:
@@ -276,23 +282,28 @@ def write_result(table: pa.Table, fmt: str, output: str | Path | None) -> str | 
     """Serialise a result; returns text when there is no output file (table, csv and json)."""
     if fmt not in FORMATS:
         raise SynthdbError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-    if fmt == "parquet":
-        if output is None:
-            raise SynthdbError("--format parquet needs --output FILE")
-        import pyarrow.parquet as pq
+    if fmt == "parquet" and output is None:
+        raise SynthdbError("--format parquet needs --output FILE")
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        pq.write_table(table, output)
-        return None
-    if fmt == "json":
-        text = json.dumps(table.to_pylist(), default=str, indent=None)
-    elif fmt == "csv":
-        text = _csv(table)
-    else:
-        text = _plain_table(table)
-    if output is not None:
+            pq.write_table(table, output)
+            return None
+        if fmt == "json":
+            text = json.dumps(table.to_pylist(), default=str, indent=None)
+        elif fmt == "csv":
+            text = _csv(table)
+        else:
+            text = _plain_table(table)
+        if output is None:
+            return text
         Path(output).write_text(text + "\n")
-        return None
-    return text
+    except (OSError, pa.ArrowException) as exc:
+        raise SynthdbError(
+            f"cannot write {output} ({exc}): check that its folder exists and is writable"
+        ) from None
+    return None
 
 
 def _cell(value: object) -> str:

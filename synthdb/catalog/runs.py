@@ -73,9 +73,8 @@ def finish_run(catalog: Catalog, run_id: int, status: str, error: str | None = N
 
 
 @contextmanager
-def recorded_run(catalog: Catalog, kind: str, **fields: Any) -> Iterator[int]:
-    """Start a run and close it as succeeded, failed (with the error) or interrupted (Ctrl-C)."""
-    run_id = start_run(catalog, kind, **fields)
+def closing_run(catalog: Catalog, run_id: int) -> Iterator[int]:
+    """Close an open run as succeeded, failed (with the error) or interrupted (Ctrl-C) when the block ends."""
     try:
         yield run_id
     except KeyboardInterrupt:
@@ -85,6 +84,13 @@ def recorded_run(catalog: Catalog, kind: str, **fields: Any) -> Iterator[int]:
         finish_run(catalog, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finish_run(catalog, run_id, "succeeded")
+
+
+@contextmanager
+def recorded_run(catalog: Catalog, kind: str, **fields: Any) -> Iterator[int]:
+    """Start a run and close it as succeeded, failed or interrupted (see ``closing_run``)."""
+    with closing_run(catalog, start_run(catalog, kind, **fields)) as run_id:
+        yield run_id
 
 
 def set_summary(catalog: Catalog, run_id: int, summary: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from synthdb.catalog.datasets import dataset_id
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
 from synthdb.catalog.schema import Dataset as DatasetRow
 from synthdb.catalog.schema import Sample, SampleIssue, Shard
@@ -128,16 +129,13 @@ def _to_uint8(crops: torch.Tensor) -> torch.Tensor:
 
 
 def _dataset_row(ctx: Context, name: str) -> tuple[int, Path]:
+    found = dataset_id(ctx.catalog, name)  # the error lists the known datasets
     table = DatasetRow.__table__
     with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(sa.select(table.c.id, table.c.root).where(table.c.name == name)).first()
-    if row is None:
-        from synthdb.catalog.datasets import dataset_id
-
-        dataset_id(ctx.catalog, name)  # raises the error that lists known datasets
-    if row.root is None:
+        root = conn.execute(sa.select(table.c.root).where(table.c.id == found)).scalar_one()
+    if root is None:
         raise SynthdbError(f"dataset '{name}' has no image root (latent-only): render its images first")
-    return row.id, Path(row.root)
+    return found, Path(root)
 
 
 def done_samples(ctx: Context, dataset_id: int, model: str) -> set[int]:

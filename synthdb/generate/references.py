@@ -75,8 +75,8 @@ class ReferenceParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceParams:
         data = dict(data)
-        data["langevin"] = LangevinParams(**data.get("langevin", {}))
-        return cls(**data)
+        data["langevin"] = runner.params_from(LangevinParams, data.get("langevin", {}))
+        return runner.params_from(cls, data)
 
     def check(self) -> None:
         if self.algorithm not in ALGORITHMS:

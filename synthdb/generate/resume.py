@@ -9,6 +9,7 @@ from __future__ import annotations
 from synthdb.catalog.runs import get_run
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
+from synthdb.generate.runner import params_from
 
 
 def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
@@ -23,7 +24,7 @@ def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
         generate_references(ctx, ReferenceParams.from_dict(run.params), run_id, quiet)
     elif run.kind == "variations":
         shard = (run.shard_index or 0, run.shard_count or 1)
-        generate_variations(ctx, VariationParams(**run.params), run_id, shard, quiet)
+        generate_variations(ctx, params_from(VariationParams, run.params, run_id), run_id, shard, quiet)
     else:
         raise SynthdbError(f"run {run_id} is a {run.kind} run: only references and variations runs resume")
     return f"{run.kind} ({run.algorithm}) resumed and succeeded"

@@ -10,6 +10,7 @@ committed ones. State that carries over between units (Langevin latents) is comm
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 import torch
 
 from synthdb.catalog import runs
-from synthdb.catalog.datasets import create_dataset, dataset_id
+from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.schema import Dataset, Identity, Run, Sample, Shard
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -133,52 +134,62 @@ def dataset_vectors(
     )
 
 
+def params_from(cls: type, data: dict[str, Any], run_id: int | None = None) -> Any:
+    """Rebuild a params dataclass from a run's stored params, naming keys this synthdb does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(data) - known):
+        raise SynthdbError(
+            f"run {run_id} was recorded with parameters {', '.join(unknown)} that this synthdb "
+            "does not know: resume it with the synthdb version that started it"
+        )
+    return cls(**data)
+
+
 def identity_labels(ctx: Context, identity_ids: np.ndarray) -> list[str]:
     """Labels of identity ids, in the given order."""
-    table = Identity.__table__
-    with ctx.catalog.engine.connect() as conn:
-        found = dict(
-            conn.execute(
-                sa.select(table.c.id, table.c.label).where(
-                    table.c.id.in_([int(i) for i in set(identity_ids)])
-                )
-            ).all()
-        )
+    found = _by_id(ctx, Identity.__table__.c.label, identity_ids)
     return [found[int(i)] for i in identity_ids]
 
 
 def sample_roles(ctx: Context, sample_ids: np.ndarray) -> dict[int, str]:
-    table = Sample.__table__
+    return _by_id(ctx, Sample.__table__.c.role, sample_ids)
+
+
+def _by_id(ctx: Context, column: sa.Column, ids: np.ndarray) -> dict[int, Any]:
+    """``column`` of the rows with these ids, in chunks (SQLite and PostgreSQL cap one statement's
+    parameters)."""
+    table, wanted = column.table, sorted({int(i) for i in ids})
+    found: dict[int, Any] = {}
     with ctx.catalog.engine.connect() as conn:
-        return dict(
-            conn.execute(
-                sa.select(table.c.id, table.c.role).where(table.c.id.in_([int(i) for i in sample_ids]))
-            ).all()
-        )
+        for start in range(0, len(wanted), 10_000):
+            chunk = wanted[start : start + 10_000]
+            found.update(conn.execute(sa.select(table.c.id, column).where(table.c.id.in_(chunk))).all())
+    return found
 
 
 def output_dataset(ctx: Context, name: str, run_id: int, attributes: dict[str, Any], shared: bool) -> int:
     """The run's output dataset: created on first use; reused on resume, and by the other shards of a
     job array (``shared``) as long as it was made with the same generation parameters."""
     dataset = Dataset.__table__
-    with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(
-            sa.select(dataset.c.id, dataset.c.created_by_run_id, dataset.c.attributes).where(
-                dataset.c.name == name
+    for _attempt in range(2):  # a second look when another shard created it between our check and insert
+        with ctx.catalog.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(dataset.c.id, dataset.c.created_by_run_id, dataset.c.attributes).where(
+                    dataset.c.name == name
+                )
+            ).first()
+        if row is not None:
+            if row.created_by_run_id == run_id or (shared and (row.attributes or {}) == attributes):
+                return row.id
+            raise SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
+        try:
+            return create_dataset(
+                ctx.catalog, name, "synthetic", "generated", root=None, run_id=run_id, attributes=attributes
             )
-        ).first()
-    if row is not None:
-        if row.created_by_run_id == run_id or (shared and (row.attributes or {}) == attributes):
-            return row.id
-        raise SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
-    try:
-        return create_dataset(
-            ctx.catalog, name, "synthetic", "generated", root=None, run_id=run_id, attributes=attributes
-        )
-    except (SynthdbError, sa.exc.IntegrityError):
-        if shared:  # another shard of the job array created it between our check and our insert
-            return dataset_id(ctx.catalog, name)
-        raise
+        except (SynthdbError, sa.exc.IntegrityError):
+            if not shared:
+                raise
+    raise SynthdbError(f"dataset '{name}' could not be created: re-run the command")
 
 
 @contextmanager
@@ -210,12 +221,5 @@ def run_scope(
                 .where(Run.__table__.c.id == run_id)
                 .values(status="running", error=None, finished_at=None, pid=os.getpid())
             )
-    try:
+    with runs.closing_run(ctx.catalog, run_id):
         yield run_id
-    except KeyboardInterrupt:
-        runs.finish_run(ctx.catalog, run_id, "interrupted", "interrupted by the user")
-        raise
-    except BaseException as exc:
-        runs.finish_run(ctx.catalog, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    runs.finish_run(ctx.catalog, run_id, "succeeded")

@@ -64,13 +64,13 @@ class Directions:
         """An ``.npz`` with ``names``, ``normals``, ``neg_means``, ``pos_means`` (until latent
         analysis writes directions into the catalog)."""
         try:
-            data = np.load(path, allow_pickle=False)
-            return cls(
-                [str(n) for n in data["names"]],
-                torch.from_numpy(data["normals"]).float(),
-                torch.from_numpy(data["neg_means"]).float(),
-                torch.from_numpy(data["pos_means"]).float(),
-            )
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    [str(n) for n in data["names"]],
+                    torch.from_numpy(data["normals"]).float(),
+                    torch.from_numpy(data["neg_means"]).float(),
+                    torch.from_numpy(data["pos_means"]).float(),
+                )
         except (OSError, KeyError, ValueError) as exc:
             raise SynthdbError(
                 f"cannot read directions {path} ({exc}): "
