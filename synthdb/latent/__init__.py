@@ -1,1 +1,0 @@
-"""Latent-space tools: projection (GAN inversion), covariate directions, latent editing."""
