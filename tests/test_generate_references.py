@@ -106,7 +106,7 @@ def test_user_errors_are_one_line(sqlite_ctx: Context) -> None:
 CHILD = """
 import json, os, signal, sys
 from synthdb.context import Context
-from synthdb.generate import references
+from synthdb.generate import references, runner
 from synthdb.store import commit as protocol
 
 where, params, kill_after, mode = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -125,7 +125,9 @@ def killing_publish(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
-references.commit, protocol._publish = killing_commit, killing_publish
+# every commit of a references run goes through one of these two names
+references.commit = runner.commit = killing_commit
+protocol._publish = killing_publish
 with Context.open(where) as ctx:
     references.generate_references(ctx, references.ReferenceParams.from_dict(params))
 """

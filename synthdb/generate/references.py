@@ -31,7 +31,7 @@ from synthdb.generate.image import load_generator
 from synthdb.generate.pipeline import Pipeline
 from synthdb.progress import progress_bar
 from synthdb.store import parquet
-from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
+from synthdb.store.commit import TableSpec, commit
 
 ALGORITHMS = ("random", "ict", "langevin")
 
@@ -120,28 +120,19 @@ def _commit_references(
 ) -> None:
     labels = [label(first + k) for k in range(len(w))]
     latent = {"w": w.cpu().numpy()} | ({"z": z.cpu().numpy()} if z is not None else {})
-    commit(
-        ctx.catalog,
-        ctx.store,
-        dataset_id=dataset,
-        run_id=run_id,
-        unit=unit,
-        samples=NewSamples(
-            keys=[f"{lab}/reference" for lab in labels],
-            role="reference",
-            identity_labels=labels,
-            labels=["reference"] * len(labels),
-        ),
-        shards=[
-            ShardSpec("latent", pipeline.generator.name, latent),
-            ShardSpec("embedding", pipeline.embedder.name, {"embedding": e.cpu().numpy()}),
-        ],
-        tables=tables,
+    runner.commit_generated(
+        ctx,
+        pipeline,
+        dataset,
+        run_id,
+        unit,
+        labels,
+        ["reference"] * len(labels),
+        "reference",
+        latent,
+        e.cpu().numpy(),
+        tables,
     )
-
-
-def _stats_table(rows: list[dict[str, float]]) -> TableSpec:
-    return TableSpec("stats", None, stats.columns(rows))
 
 
 def load_pipeline(params: ReferenceParams | Any) -> Pipeline:
@@ -236,7 +227,7 @@ def _ict(
                 if len(others) == 0 or bool((angle(e[k : k + 1], others) >= params.ict).all()):
                     take.append(k)
             unit = f"cand/{batch:06d}"
-            table = _stats_table([{"batch": batch, "candidates": len(e), "accepted": len(take)}])
+            table = stats.table([{"batch": batch, "candidates": len(e), "accepted": len(take)}])
             if take:
                 _commit_references(
                     ctx, pipeline, dataset, run_id, unit, len(kept), w[take], e[take], z[take], [table]
@@ -343,7 +334,7 @@ def _langevin(
                     shards=[],
                     tables=[
                         TableSpec("checkpoint", pipeline.generator.name, {"w": w.cpu().numpy()}),
-                        _stats_table(pending),
+                        stats.table(pending),
                     ],
                 )
                 pending = []
@@ -352,7 +343,7 @@ def _langevin(
         e = pipeline.embed(w)
         final = {"iteration": lp.iterations, **stats.population(e, w, pipeline.w_avg, params.ict)}
         _commit_references(
-            ctx, pipeline, dataset, run_id, "iter/final", 0, w, e, None, [_stats_table([final])]
+            ctx, pipeline, dataset, run_id, "iter/final", 0, w, e, None, [stats.table([final])]
         )
         advance(1)
     return {"identities": n, "iterations": lp.iterations}

@@ -25,7 +25,9 @@ from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.schema import Dataset, Identity, Run, Sample, Shard
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
+from synthdb.generate.pipeline import Pipeline
 from synthdb.store import parquet
+from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 
 
 def unit_seed(root: int, *names: int | str) -> int:
@@ -223,3 +225,38 @@ def run_scope(
             )
     with runs.closing_run(ctx.catalog, run_id):
         yield run_id
+
+
+def commit_generated(
+    ctx: Context,
+    pipeline: Pipeline,
+    dataset: int,
+    run_id: int,
+    unit: str,
+    identities: list[str],
+    labels: list[str],
+    role: str,
+    latents: dict[str, np.ndarray],
+    embeddings: np.ndarray,
+    tables: list[TableSpec],
+) -> None:
+    """Commit one unit of generated samples (keys ``<identity>/<label>``, row-aligned with ``identities``
+    and ``labels``) with their latent and embedding shards and the unit's tables, atomically."""
+    commit(
+        ctx.catalog,
+        ctx.store,
+        dataset_id=dataset,
+        run_id=run_id,
+        unit=unit,
+        samples=NewSamples(
+            keys=[f"{ident}/{lab}" for ident, lab in zip(identities, labels, strict=True)],
+            role=role,
+            identity_labels=identities,
+            labels=labels,
+        ),
+        shards=[
+            ShardSpec("latent", pipeline.generator.name, latents),
+            ShardSpec("embedding", pipeline.embedder.name, {"embedding": embeddings}),
+        ],
+        tables=tables,
+    )

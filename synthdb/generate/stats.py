@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from synthdb.faces.embed import angle
+from synthdb.store.commit import TableSpec
 
 
 def pair_values(x: Tensor, kind: str) -> Tensor:
@@ -73,3 +74,8 @@ def columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
     forces) is NaN there."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     return {k: np.array([row.get(k, float("nan")) for row in rows]) for k in keys}
+
+
+def table(rows: list[dict[str, float]]) -> TableSpec:
+    """Per-iteration (or per-batch) statistics rows as a ``stats`` shard of the unit that made them."""
+    return TableSpec("stats", None, columns(rows))

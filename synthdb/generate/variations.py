@@ -34,7 +34,6 @@ from synthdb.generate import runner, stats
 from synthdb.generate.pipeline import Pipeline
 from synthdb.generate.references import load_pipeline
 from synthdb.progress import progress_bar
-from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 
 ALGORITHMS = ("dispersion", "disco")
 #: LatentEdit's covariates (spec 8.3) and which ``--*-scaling`` option scales each.
@@ -295,24 +294,16 @@ def _commit_unit(
 ) -> None:
     a = params.num_variations
     names = [f"augmentation_{k}" for k in range(a)]
-    table = TableSpec("stats", None, stats.columns([{**row, "unit": unit} for row in rows]))
-    commit(
-        ctx.catalog,
-        ctx.store,
-        dataset_id=dataset,
-        run_id=run_id,
-        unit=unit,
-        samples=NewSamples(
-            keys=[f"{lab}/{name}" for lab in labels for name in names],
-            role="variation",
-            identity_labels=[lab for lab in labels for _ in names],
-            labels=names * len(labels),
-        ),
-        shards=[
-            ShardSpec("latent", pipeline.generator.name, {"w": w.reshape(-1, w.shape[-1]).cpu().numpy()}),
-            ShardSpec(
-                "embedding", pipeline.embedder.name, {"embedding": e.reshape(-1, e.shape[-1]).cpu().numpy()}
-            ),
-        ],
-        tables=[table],
+    runner.commit_generated(
+        ctx,
+        pipeline,
+        dataset,
+        run_id,
+        unit,
+        [lab for lab in labels for _ in names],
+        names * len(labels),
+        "variation",
+        {"w": w.reshape(-1, w.shape[-1]).cpu().numpy()},
+        e.reshape(-1, e.shape[-1]).cpu().numpy(),
+        [stats.table([{**row, "unit": unit} for row in rows])],
     )
