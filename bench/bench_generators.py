@@ -1,9 +1,10 @@
 """Generator synthesis throughput on the CPU: batch 1 vs batch 32 (goal: batching pays off, ratio > 1).
 
-The untrained ``stylegan2-tiny`` configuration (64x64, at most 64 channels; random weights from a fixed
-seed) synthesises 64 images from fixed w, under ``torch.inference_mode`` with constant noise, once image by
-image and once in batches of 32. Images/s is the median of three passes after a warm-up (oneDNN builds its
-kernels on the first call of every shape).
+Every untrained tiny StyleGAN configuration (``stylegan2-tiny``, ``stylegan3-tiny``, ``stylegan3-r-tiny``:
+64x64, random weights from a fixed seed) synthesises 64 images from fixed w, under ``torch.inference_mode``
+with constant noise, once image by image and once in batches of 32. Images/s is the median of three passes
+after a warm-up (oneDNN builds its kernels on the first call of every shape). Generators that render from a
+camera (``eg3d-tiny``) have their own benchmark, ``bench_eg3d.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from synthdb.nets.generator import TINY, Generator
+from synthdb.nets.generator import ARCHITECTURES, TINY, Generator
 
 IMAGES = 64
 BATCHES = (1, 32)
@@ -34,7 +35,10 @@ def images_per_second(generator: Generator, w: torch.Tensor, batch: int, repeats
 def main() -> None:
     print(f"CPU synthesis, {IMAGES} images, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'generator':<16} {'batch':>5} {'images/s':>9}")
-    for name in TINY:
+    for name, config in TINY.items():
+        if ARCHITECTURES[config.architecture].synthesis_takes_c:
+            print(f"{name:<16} renders from a camera: see bench_eg3d.py")
+            continue
         generator = Generator.load(name)
         w = generator.mapping(
             torch.randn(IMAGES, generator.z_dim, generator=torch.Generator().manual_seed(0))

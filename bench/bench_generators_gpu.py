@@ -1,7 +1,9 @@
-"""Full-size StyleGAN2-1024 synthesis throughput on a CUDA GPU: fp32 vs bf16 autocast, eager vs torch.compile.
+"""Full-size StyleGAN2-1024 and StyleGAN3-T-1024 synthesis throughput on a CUDA GPU: fp32 vs bf16 autocast,
+eager vs torch.compile.
 
-The network is config F at 1024x1024 (NVIDIA's FFHQ-1024 shape: 18 w rows, up to 512 channels) with random
-weights from a fixed seed: no face generator weights are available here, and speed does not depend on them.
+The networks are StyleGAN2 config F and StyleGAN3-T at 1024x1024 (NVIDIA's FFHQ-1024 shapes: 18 w rows and
+up to 512 channels; 16 w rows, 14 layers and up to 512 channels) with random weights from a fixed seed: no
+face generator weights are available here, and speed does not depend on them. ``--arch`` picks one.
 Synthesis only (w -> image), constant noise, ``torch.inference_mode``, fixed batch; images/s is the median
 of three timed passes after warm-up (and after compilation, whose time is reported separately). The
 compiled and bf16 outputs are compared with eager fp32 (max abs difference; images span about [-1, 1]).
@@ -14,52 +16,14 @@ Exits 0 with a message when no CUDA GPU is visible, so ``make bench`` passes on 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from gpu_common import CONFIGS, measure, random_generator, sync
 
 from synthdb.nets.generator import Generator
-from synthdb.nets.stylegan2 import StyleGAN2Generator
-
-CONFIG_F = {
-    "z_dim": 512,
-    "c_dim": 0,
-    "w_dim": 512,
-    "img_channels": 3,
-    "mapping_kwargs": {"num_layers": 8},
-    "channel_base": 32768,
-    "channel_max": 512,
-}
-
-
-def build(resolution: int, device: torch.device) -> Generator:
-    kwargs = {**CONFIG_F, "img_resolution": resolution}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        network = StyleGAN2Generator(**kwargs)
-    return Generator(network, "stylegan2", kwargs, name=f"stylegan2-{resolution}-random", untrained=True).to(
-        device
-    )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(run: Callable[[], torch.Tensor], batch: int, iters: int, device: torch.device) -> float:
-    rates = []
-    for _ in range(3):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(iters):
-            run()
-        sync(device)
-        rates.append(batch * iters / (time.perf_counter() - start))
-    return statistics.median(rates)
 
 
 def main() -> None:
@@ -69,13 +33,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true", help="Eager only (no torch.compile rows).")
+    parser.add_argument("--arch", choices=[*CONFIGS, "all"], default="all", help="Network(s) to measure.")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench_generators_gpu: no CUDA GPU visible, skipped (run it on a GPU machine)")
         return
     torch.backends.cudnn.benchmark = True
-    generator = build(args.resolution, device)
+    for arch in CONFIGS if args.arch == "all" else [args.arch]:
+        bench(random_generator(arch, args.resolution, device, channel_base=32768), args, device)
+
+
+def bench(generator: Generator, args: argparse.Namespace, device: torch.device) -> None:
     z = torch.randn(args.batch, 512, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.inference_mode():
         w = generator.mapping(z, truncation_psi=0.7, w_plus=True)

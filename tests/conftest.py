@@ -7,6 +7,7 @@ database created on that server and dropped afterwards, so tests never see each 
 from __future__ import annotations
 
 import os
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from synthdb.admin import init_workspace
 from synthdb.context import Context
+from tests.nvlabs_layout import install_stand_ins
 
 POSTGRES_ENV = "SYNTHDB_TEST_POSTGRES_URL"
 FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
@@ -81,3 +83,9 @@ def faces_dir() -> Path:
     if not FACES.is_dir():
         pytest.skip(f"{FACES} is absent: the shared test photos are needed for this test")
     return FACES
+
+
+@pytest.fixture
+def nvlabs_modules(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """Stand-ins for NVIDIA's pickle modules (see :mod:`tests.nvlabs_layout`), removed after the test."""
+    return install_stand_ins(monkeypatch)

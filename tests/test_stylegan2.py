@@ -3,7 +3,7 @@
 Fidelity data (``tests/data/stylegan2_golden_*.pt``) was made outside this repository by running NVIDIA's
 official code (stylegan3 and stylegan2-ada-pytorch repositories) on small random-initialised generators;
 only numbers are stored: init kwargs, state dict, inputs and outputs (see ``tests/data/README.md``).
-Pickles in NVIDIA's persistence layout are written here by :func:`write_nvlabs_pickle`, our own mimic of
+Pickles in NVIDIA's persistence layout are written by :mod:`tests.nvlabs_layout`, our own mimic of
 ``torch_utils.persistence``: no NVIDIA code or pickle is in the repository.
 """
 
@@ -13,7 +13,6 @@ import json
 import pickle
 import sys
 import types
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from synthdb.nets.cards import get_card
 from synthdb.nets.generator import TINY, Generator, _stylegan2_from_pickle
 from synthdb.nets.pickles import PickledModule, read_network_pickle, read_pickled_module
 from synthdb.store.hdf5 import Sample, write_sample
+from tests.nvlabs_layout import persistent, write_nvlabs_pickle
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(DATA.glob("stylegan2_golden_*.pt"))
@@ -45,105 +45,6 @@ TOLERANCE = 1e-4  # max abs difference to NVIDIA's float32 outputs (observed: ab
 @pytest.fixture(scope="module")
 def tiny() -> Generator:
     return Generator.load("stylegan2-tiny")
-
-
-# --- NVIDIA persistence layout, mimicked --------------------------------------------------------------------
-
-
-@pytest.fixture
-def nvlabs_modules(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Stand-ins for ``torch_utils.persistence`` and ``dnnlib.util`` so that pickle writes their globals by
-    name, exactly as NVIDIA's files name them. Their reconstruct function is never what our loader calls."""
-    persistence = types.ModuleType("torch_utils.persistence")
-    util = types.ModuleType("dnnlib.util")
-
-    def _reconstruct_persistent_obj(meta: dict) -> None:
-        raise AssertionError("the stand-in reconstruct function must never run")
-
-    class EasyDict(dict):
-        pass
-
-    _reconstruct_persistent_obj.__module__ = persistence.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    EasyDict.__module__, EasyDict.__qualname__ = util.__name__, "EasyDict"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    util.EasyDict = EasyDict
-    for name, module in {
-        "torch_utils": types.ModuleType("torch_utils"),
-        "torch_utils.persistence": persistence,
-        "dnnlib": types.ModuleType("dnnlib"),
-        "dnnlib.util": util,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    return types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict)
-
-
-class _Persistent:
-    """Pickles as ``torch_utils.persistence._reconstruct_persistent_obj(meta)``, like NVIDIA's decorator."""
-
-    def __init__(self, reconstruct: Any, meta: dict) -> None:
-        self.reconstruct, self.meta = reconstruct, meta
-
-    def __reduce__(self) -> tuple:
-        return self.reconstruct, (self.meta,)
-
-
-def persistent(
-    ns: types.SimpleNamespace,
-    module: nn.Module,
-    class_name: str | None = None,
-    init_kwargs: dict | None = None,
-    module_src: str = "# networks_stylegan2.py\n",
-) -> _Persistent:
-    """``module`` as NVIDIA would pickle it: its ``__dict__`` (floats as numpy scalars, as ``np.sqrt`` gives
-    them), children persistent in turn, the init kwargs as nested EasyDicts, and the module source."""
-    state: dict[str, Any] = {k: np.float64(v) if isinstance(v, float) else v for k, v in vars(module).items()}
-    state["_modules"] = OrderedDict(
-        (
-            name,
-            child
-            if not isinstance(child, stylegan2.nn.Module) or type(child).__module__.startswith("torch.")
-            else persistent(ns, child, module_src=module_src),
-        )
-        for name, child in module._modules.items()
-    )
-
-    def easy(value: Any) -> Any:
-        return ns.EasyDict({k: easy(v) for k, v in value.items()}) if isinstance(value, dict) else value
-
-    state["_init_args"] = ()
-    state["_init_kwargs"] = easy(init_kwargs or {})
-    meta = {
-        "type": "class",
-        "version": 6,
-        "module_src": module_src,
-        "class_name": class_name or type(module).__name__,
-        "state": state,
-    }
-    return _Persistent(ns.reconstruct, meta)
-
-
-def write_nvlabs_pickle(
-    path: Path,
-    ns: types.SimpleNamespace,
-    g_ema: nn.Module,
-    init_kwargs: dict,
-    module_src: str = "# networks_stylegan2.py\n",
-    **extra: Any,
-) -> Path:
-    """A snapshot like NVIDIA's training loop writes: G, D, G_ema, augment_pipe, training_set_kwargs."""
-    root = persistent(ns, g_ema, "Generator", init_kwargs, module_src)
-    critic = persistent(ns, nn.Linear(2, 1), "Discriminator", {"c_dim": 0}, module_src)
-    data = {
-        "G": root,
-        "D": critic,
-        "G_ema": root,
-        "augment_pipe": None,
-        "training_set_kwargs": ns.EasyDict(resolution=g_ema.img_resolution),
-        **extra,
-    }
-    path.write_bytes(pickle.dumps(data, protocol=4))
-    return path
 
 
 def official_network(golden: dict) -> stylegan2.StyleGAN2Generator:

@@ -4,6 +4,12 @@ Reproducible by construction: z comes from a private ``torch.Generator`` seeded 
 global RNG, so nothing else in the process changes it), synthesis uses constant noise, and pixels are
 rounded (the reference truncated), so the same seed gives a byte-identical PNG and a saved image is the
 image of its saved latent. Several images are tiled into one grid, as the reference does.
+
+EG3D renders from a camera (``fov``, ``pitch``, ``yaw`` in degrees). Seeds are mapped with the frontal
+camera as their conditioning label, as NVIDIA's ``gen_samples.py`` does, so pitch and yaw change the view of
+an identity and not the identity (the reference conditioned on the rendering camera). A sample file's
+``c_label`` is its camera unless one is given. Depth maps are saved raw, as float32 ``.npy`` (N, h, w) next
+to the image: distances along each ray at the neural rendering resolution, in the network's world units.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from synthdb.errors import SynthdbError
+from synthdb.nets.eg3d import DEFAULT_FOV
 from synthdb.nets.generator import Generator
 from synthdb.store.hdf5 import Sample, read_sample
 
@@ -46,6 +53,7 @@ class GeneratedImages:
     rows: int
     generator: str
     source: str
+    depth_path: Path | None = None
 
 
 def load_generator(spec: str, workspace: str | os.PathLike | None = None, device: str = "cpu") -> Generator:
@@ -83,9 +91,12 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def latents_from_seed(generator: Generator, seed: int, num: int, truncation: float) -> Tensor:
-    """w+ (num, num_ws, w_dim) of ``num`` z drawn from ``seed``, on the CPU: every device gets the same z."""
-    if generator.c_dim:
+def latents_from_seed(
+    generator: Generator, seed: int, num: int, truncation: float, c: Tensor | None = None
+) -> Tensor:
+    """w+ (num, num_ws, w_dim) of ``num`` z drawn from ``seed``, on the CPU: every device gets the same z.
+    Conditional generators need their label ``c`` (1 or num rows; EG3D: a camera)."""
+    if generator.c_dim and c is None:
         raise SynthdbError(
             f"{generator.describe()} is conditional (c_dim = {generator.c_dim}): generate from "
             "a sample that carries its label (--latents SAMPLE.h5 with a c_label)"
@@ -94,10 +105,17 @@ def latents_from_seed(generator: Generator, seed: int, num: int, truncation: flo
     with torch.no_grad():
         return torch.cat(
             [
-                generator.mapping(chunk.to(generator.device), truncation_psi=truncation, w_plus=True)
-                for chunk in z.split(BATCH_SIZE)
+                generator.mapping(chunk.to(generator.device), label, truncation_psi=truncation, w_plus=True)
+                for chunk, label in zip(z.split(BATCH_SIZE), _label_chunks(c, num), strict=True)
             ]
         )
+
+
+def _label_chunks(c: Tensor | None, num: int) -> list[Tensor | None]:
+    chunks = -(-num // BATCH_SIZE)
+    if c is None or len(c) == 1:
+        return [c] * chunks
+    return list(c.split(BATCH_SIZE))
 
 
 def latents_from_sample(
@@ -202,25 +220,70 @@ def generate_images(
     w_plus: bool = False,
     noise_mode: str = "const",
     columns: int = GRID_COLUMNS,
+    fov: float | None = None,
+    pitch: float | None = None,
+    yaw: float | None = None,
+    save_depth: bool = False,
 ) -> GeneratedImages:
     """Synthesize ``num`` images from ``seed`` (or one from the sample file ``latents``) and save them to
-    ``out``, tiled ``columns`` per row when there are several."""
+    ``out``, tiled ``columns`` per row when there are several. EG3D: render from the camera ``fov`` /
+    ``pitch`` / ``yaw`` (degrees; defaults 18 / 0 / 0) and, with ``save_depth``, write the depth maps to
+    ``OUT_depth.npy``."""
     if num < 1:
         raise SynthdbError(f"--num must be at least 1, got {num}")
-    c = None
+    posed = any(v is not None for v in (fov, pitch, yaw))
+    eg3d = generator.architecture.synthesis_takes_c
+    if (posed or save_depth) and not eg3d:
+        raise SynthdbError(
+            f"--fov/--pitch/--yaw and --save-depth need a generator that renders from a camera (EG3D); "
+            f"{generator.describe()} does not: drop them"
+        )
+    fov = DEFAULT_FOV if fov is None else fov
+    camera = generator.camera(fov, pitch or 0.0, yaw or 0.0) if eg3d else None
     if latents is not None:
         w, c, field = latents_from_sample(generator, latents, truncation, w_plus)
         source = f"{field} of {latents}"
+        if eg3d and posed:
+            c = camera
     else:
-        w = latents_from_seed(generator, seed, num, truncation)
+        w = latents_from_seed(generator, seed, num, truncation, generator.camera(fov) if eg3d else None)
+        c = camera
         source = f"seed {seed}, truncation {truncation}"
+    if eg3d and c is camera:
+        source += f", camera fov {fov:g} pitch {pitch or 0:g} yaw {yaw or 0:g}"
+    images, depths = [], []
     with torch.no_grad():
-        images = torch.cat(
-            [generator.synthesis(chunk, c, noise_mode=noise_mode) for chunk in w.split(BATCH_SIZE)]
-        )
-    pixels = to_uint8(images)
+        for chunk in w.split(BATCH_SIZE):
+            if eg3d:
+                rendering = generator.render(chunk, c, noise_mode=noise_mode)
+                images.append(rendering.image)
+                depths.append(rendering.depth[:, 0].float().cpu())
+            else:
+                images.append(generator.synthesis(chunk, c, noise_mode=noise_mode))
+    pixels = to_uint8(torch.cat(images))
     path = save_image(tile(pixels, columns), out)
+    depth_path = save_depth_map(torch.cat(depths).numpy(), path) if save_depth else None
     cols = min(len(pixels), columns)
     return GeneratedImages(
-        path, len(pixels), cols, math.ceil(len(pixels) / cols), generator.describe(), source
+        path, len(pixels), cols, math.ceil(len(pixels) / cols), generator.describe(), source, depth_path
     )
+
+
+def depth_path_for(image: str | os.PathLike) -> Path:
+    """Where the depth maps of ``image`` go: ``NAME_depth.npy`` beside it."""
+    image = Path(image)
+    return image.with_name(f"{image.stem}_depth.npy")
+
+
+def save_depth_map(depth: np.ndarray, image: str | os.PathLike) -> Path:
+    """Write float32 depth maps (N, h, w) beside ``image`` (see :func:`depth_path_for`). Atomic."""
+    out = depth_path_for(image)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npy")
+    try:
+        np.save(tmp, depth.astype(np.float32))
+        os.replace(tmp, out)
+    except OSError as error:
+        raise SynthdbError(f"cannot write {out} ({error}): check the directory is writable") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

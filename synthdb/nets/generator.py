@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from synthdb.errors import SynthdbError
-from synthdb.nets import stylegan2
+from synthdb.nets import eg3d, stylegan2, stylegan3
 from synthdb.nets.pickles import PickledModule, read_pickled_module
 
 FILE_FORMAT = "synthdb-generator"
@@ -59,6 +59,8 @@ class Architecture:
     from_pickle: Callable[[PickledModule], dict[str, Any]]
     tiny_init: Callable[[nn.Module], None]
     synthesis_takes_c: bool = False  # EG3D renders from a camera label; StyleGAN's c only enters mapping
+    #: tells apart configurations that share their classes (StyleGAN3 T and R), from the recorded arguments
+    pickle_accepts: Callable[[PickledModule], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,35 @@ ARCHITECTURES: dict[str, Architecture] = {
         from_pickle=_stylegan2_from_pickle,
         tiny_init=_stylegan2_tiny_init,
     ),
+    "eg3d": Architecture(
+        name="eg3d",
+        build=eg3d.EG3DGenerator,
+        pickle_class="TriPlaneGenerator",
+        pickle_marker="OSGDecoder",
+        from_pickle=eg3d.kwargs_from_pickle,
+        tiny_init=eg3d.tiny_init,
+        synthesis_takes_c=True,
+    ),
+    # One network class, two configurations that model cards tell apart (config R: radial filters, 1x1
+    # convolutions); a pickle's config is in its recorded arguments (stylegan3.is_config_r), not its classes.
+    "stylegan3-t": Architecture(
+        name="stylegan3-t",
+        build=stylegan3.StyleGAN3Generator,
+        pickle_class="Generator",
+        pickle_marker="SynthesisInput",
+        from_pickle=stylegan3.kwargs_from_pickle,
+        tiny_init=stylegan3.tiny_init,
+        pickle_accepts=lambda record: not stylegan3.is_config_r(record),
+    ),
+    "stylegan3-r": Architecture(
+        name="stylegan3-r",
+        build=stylegan3.StyleGAN3Generator,
+        pickle_class="Generator",
+        pickle_marker="SynthesisInput",
+        from_pickle=stylegan3.kwargs_from_pickle,
+        tiny_init=stylegan3.tiny_init,
+        pickle_accepts=stylegan3.is_config_r,
+    ),
 }
 
 TINY: dict[str, TinyConfig] = {
@@ -142,6 +173,74 @@ TINY: dict[str, TinyConfig] = {
         },
         seed=20240501,
         description="stylegan2 64x64, 2 mapping layers, at most 64 channels",
+    ),
+    "eg3d-tiny": TinyConfig(
+        architecture="eg3d",
+        kwargs={
+            "z_dim": 512,
+            "c_dim": 25,
+            "w_dim": 512,
+            "img_resolution": 64,
+            "img_channels": 3,
+            "mapping_kwargs": {"num_layers": 2},
+            "rendering_kwargs": {
+                "depth_resolution": 12,
+                "depth_resolution_importance": 12,
+                "ray_start": 2.25,
+                "ray_end": 3.3,
+                "box_warp": 1,
+                "c_gen_conditioning_zero": False,
+                "c_scale": 1.0,
+                "superresolution_noise_mode": "none",
+                "sr_antialias": True,
+                "avg_camera_radius": 2.7,
+                "avg_camera_pivot": [0, 0, 0.2],
+            },
+            "superresolution": {"input_resolution": 32, "channels": [32, 16], "first_block_up": False},
+            "neural_rendering_resolution": 32,
+            "backbone_resolution": 32,
+            "channel_base": 1024,
+            "channel_max": 32,
+            "conv_clamp": None,
+        },
+        seed=20240502,
+        description="eg3d 64x64 from 32x32 rays, 12+12 samples per ray, 32x32 tri-planes, <= 32 channels",
+    ),
+    "stylegan3-tiny": TinyConfig(
+        architecture="stylegan3-t",
+        kwargs={
+            "z_dim": 512,
+            "c_dim": 0,
+            "w_dim": 512,
+            "img_resolution": 64,
+            "img_channels": 3,
+            "mapping_kwargs": {"num_layers": 2},
+            "channel_base": 1024,
+            "channel_max": 32,
+            "num_layers": 6,
+            "margin_size": 2,
+        },
+        seed=20240503,
+        description="stylegan3-t 64x64, 6 layers, 2 margin pixels, at most 32 channels",
+    ),
+    "stylegan3-r-tiny": TinyConfig(
+        architecture="stylegan3-r",
+        kwargs={
+            "z_dim": 512,
+            "c_dim": 0,
+            "w_dim": 512,
+            "img_resolution": 64,
+            "img_channels": 3,
+            "mapping_kwargs": {"num_layers": 2},
+            "channel_base": 2048,
+            "channel_max": 64,
+            "num_layers": 6,
+            "margin_size": 2,
+            "conv_kernel": 1,
+            "use_radial_filters": True,
+        },
+        seed=20240504,
+        description="stylegan3-r 64x64, 6 layers, 2 margin pixels, 1x1 convs, radial filters, <= 64 channels",
     ),
 }
 
@@ -194,8 +293,9 @@ class Generator(nn.Module):
 
     @property
     def w_avg(self) -> Tensor:
-        """Centre of the W distribution tracked during training: the target of truncation."""
-        return self.network.mapping.w_avg
+        """Centre of the W distribution tracked during training: the target of truncation (EG3D keeps it in
+        its StyleGAN2 backbone)."""
+        return getattr(self.network, "backbone", self.network).mapping.w_avg
 
     @property
     def device(self) -> torch.device:
@@ -221,13 +321,12 @@ class Generator(nn.Module):
         """z (N, z_dim) -> w (N, w_dim), or w+ (N, num_ws, w_dim) with ``w_plus``.
 
         Truncation is ``w_avg + psi * (w - w_avg)`` on every layer (psi = 1: none). ``c`` (N, c_dim) is
-        required by conditional networks and refused by the others.
+        required by conditional networks and refused by the others; for EG3D it is the camera label the
+        identity is conditioned on (:meth:`camera`; a batch of 1 is broadcast to z's).
         """
         self._check(z, (self.z_dim,), "z")
         if self.c_dim:
-            if c is None:
-                raise SynthdbError(f"{self.describe()} is conditional: pass c with shape (N, {self.c_dim})")
-            self._check(c, (self.c_dim,), "c")
+            c = self._label(c, len(z))
         elif c is not None:
             raise SynthdbError(f"{self.describe()} takes no label c (c_dim = 0): pass c=None")
         ws = self.network.mapping(z, c, truncation_psi=truncation_psi)
@@ -236,7 +335,44 @@ class Generator(nn.Module):
     def synthesis(self, w: Tensor, c: Tensor | None = None, noise_mode: str = "const") -> Tensor:
         """w (N, w_dim) or w+ (N, num_ws, w_dim) -> images (N, 3, H, W) in about [-1, 1], not clamped (a
         clamp would stop gradients). ``noise_mode``: const (default: the same w gives the same image),
-        random, or none. ``c`` is used by architectures that render from a camera (EG3D) only."""
+        random, or none. ``c`` is used by architectures that render from a camera (EG3D) only: the camera
+        label (N or 1, 25) to render from; there, ``random`` also samples the rays at random, as NVIDIA's
+        code does, and the other modes sample them deterministically."""
+        if self.architecture.synthesis_takes_c:
+            return self.render(w, c, noise_mode).image
+        return self.network.synthesis(self._w_plus(w, noise_mode), noise_mode=noise_mode)
+
+    def render(self, w: Tensor, c: Tensor | None, noise_mode: str = "const") -> eg3d.Rendering:
+        """EG3D: the image, the neural rendering before superresolution and the depth map (distance along
+        each ray, (N, 1, r, r) at the neural rendering resolution) of w or w+ seen from cameras c; same
+        arguments as :meth:`synthesis`."""
+        if not self.architecture.synthesis_takes_c:
+            raise SynthdbError(f"{self.describe()} renders no depth: only EG3D generators have render()")
+        w = self._w_plus(w, noise_mode)
+        return self.network.render(w, self._label(c, len(w)), noise_mode=noise_mode)
+
+    def camera(
+        self, fov_deg: float = eg3d.DEFAULT_FOV, pitch_deg: float = 0.0, yaw_deg: float = 0.0
+    ) -> Tensor:
+        """EG3D: the (1, 25) label of a camera on the network's orbit, ``pitch_deg`` / ``yaw_deg`` from the
+        frontal view (pitch > 0 moves the camera down, y being up; yaw > 0 moves it towards +x), on this
+        generator's device. The convention is the reference package's (see
+        :func:`synthdb.nets.eg3d.camera_label`)."""
+        if not self.architecture.synthesis_takes_c:
+            raise SynthdbError(f"{self.describe()} has no camera: only EG3D generators take one")
+        return self.network.camera(fov_deg, pitch_deg, yaw_deg).to(self.device)
+
+    def _label(self, c: Tensor | None, n: int) -> Tensor:
+        """The label c for a batch of ``n``: required, (n or 1, c_dim), broadcast to n rows."""
+        if c is None:
+            hint = " (a camera label: Generator.camera())" if self.architecture.synthesis_takes_c else ""
+            raise SynthdbError(f"{self.describe()} is conditional: pass c with shape (N, {self.c_dim}){hint}")
+        self._check(c, (self.c_dim,), "c")
+        if len(c) not in (1, n):
+            raise SynthdbError(f"c has {len(c)} rows for a batch of {n}: pass 1 or {n}")
+        return c.expand(n, -1)
+
+    def _w_plus(self, w: Tensor, noise_mode: str) -> Tensor:
         if noise_mode not in stylegan2.NOISE_MODES:
             raise SynthdbError(
                 f"noise_mode must be one of {', '.join(stylegan2.NOISE_MODES)}, got {noise_mode!r}"
@@ -246,9 +382,7 @@ class Generator(nn.Module):
             w = w.unsqueeze(1).expand(-1, self.num_ws, -1)
         else:
             self._check(w, (self.num_ws, self.w_dim), "w")
-        if self.architecture.synthesis_takes_c:
-            return self.network.synthesis(w, c, noise_mode=noise_mode)
-        return self.network.synthesis(w, noise_mode=noise_mode)
+        return w
 
     def forward(
         self, z: Tensor, c: Tensor | None = None, truncation_psi: float = 1.0, noise_mode: str = "const"
@@ -393,7 +527,11 @@ class Generator(nn.Module):
 def _detect(record: PickledModule, path: Path) -> Architecture:
     names = record.class_names()
     for arch in ARCHITECTURES.values():
-        if record.class_name == arch.pickle_class and arch.pickle_marker in names:
+        if (
+            record.class_name == arch.pickle_class
+            and arch.pickle_marker in names
+            and (arch.pickle_accepts is None or arch.pickle_accepts(record))
+        ):
             return arch
     known = ", ".join(f"{a.name} ({a.pickle_class} with {a.pickle_marker})" for a in ARCHITECTURES.values())
     raise SynthdbError(

@@ -1,0 +1,1 @@
+"""Latent-space tools: projection (GAN inversion), covariate directions, latent editing."""
