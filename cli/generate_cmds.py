@@ -17,7 +17,7 @@ def generate() -> None:
     "--generator",
     "spec",
     required=True,
-    help="stylegan2-tiny (untrained), a generator model card, or a .pkl / synthdb generator file.",
+    help="stylegan2-tiny / eg3d-tiny (untrained), a generator model card, or a .pkl / synthdb generator file",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the z latents.")
 @click.option("--num", default=1, show_default=True, help="Number of images from seeds (tiled 8 per row).")
@@ -35,6 +35,12 @@ def generate() -> None:
     show_default=True,
     help="const: the same latent always gives the same image.",
 )
+@click.option("--fov", type=float, help="EG3D: camera field of view, degrees [default: 18].")
+@click.option("--pitch", type=float, help="EG3D: camera pitch from the frontal view, degrees [default: 0].")
+@click.option("--yaw", type=float, help="EG3D: camera yaw from the frontal view, degrees [default: 0].")
+@click.option(
+    "--save-depth", is_flag=True, help="EG3D: also write the depth maps, float32 (N, h, w), to OUT_depth.npy."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output image (.png).")
 @click.option("--device", default="cpu", show_default=True)
 @pass_options
@@ -47,10 +53,14 @@ def generate_image(
     latents: str | None,
     w_plus: bool,
     noise_mode: str,
+    fov: float | None,
+    pitch: float | None,
+    yaw: float | None,
+    save_depth: bool,
     out: str,
     device: str,
 ) -> None:
-    """Render images from seeds or from a sample's latents into one PNG."""
+    """Render images from seeds or from a sample's latents into one PNG (EG3D: from a camera, with depth)."""
     from synthdb.generate.image import generate_images, load_generator
 
     generator = load_generator(spec, opts.workspace, device)
@@ -63,11 +73,17 @@ def generate_image(
         latents=latents,
         w_plus=w_plus,
         noise_mode=noise_mode,
+        fov=fov,
+        pitch=pitch,
+        yaw=yaw,
+        save_depth=save_depth,
     )
     click.echo(
         f"{result.path}: {result.count} image(s) ({result.columns}x{result.rows}) from "
         f"{result.generator}, {result.source}"
     )
+    if result.depth_path is not None:
+        click.echo(f"{result.depth_path}: depth maps")
 
 
 def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
@@ -120,7 +136,10 @@ def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
 @_model_options
 @pass_options
 def generate_references_cmd(opts: Options, **kw: object) -> None:
-    """Reference identities (random, ICT rejection or Langevin repulsion) into a new dataset."""
+    """Reference identities (random, ICT rejection or Langevin repulsion) into a new dataset.
+
+    Langevin runs across processes and machines under torchrun (gloo on CPU, NCCL with --device cuda):
+    ``torchrun --nproc-per-node N -m synthdb.cli.main generate references ...``."""
     from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 
     langevin = {k.removeprefix("langevin_"): kw.pop(k) for k in list(kw) if k.startswith("langevin_")}
@@ -136,9 +155,13 @@ def generate_references_cmd(opts: Options, **kw: object) -> None:
 @click.option("--name", required=True, help="Name of the new synthetic dataset.")
 @click.option("--references", required=True, help="Dataset of reference identities.")
 @click.option(
-    "--algorithm", type=click.Choice(["dispersion", "disco"]), default="dispersion", show_default=True
+    "--algorithm",
+    type=click.Choice(["dispersion", "disco", "covariates"]),
+    default="dispersion",
+    show_default=True,
+    help="covariates: the 17 IJCB 2021 edits of each neutralised reference (needs --directions).",
 )
-@click.option("--num-variations", default=16, show_default=True)
+@click.option("--num-variations", default=16, show_default=True, help="dispersion/disco (covariates: 17).")
 @click.option("--dispersion-iterations", "iterations", default=20, show_default=True)
 @click.option("--dispersion-embedding-coefficient", "embedding_coefficient", default=20.0, show_default=True)
 @click.option("--dispersion-latent-coefficient", "latent_coefficient", default=1.0, show_default=True)
@@ -149,7 +172,7 @@ def generate_references_cmd(opts: Options, **kw: object) -> None:
 @click.option("--dispersion-timestep", "timestep", default=0.05, show_default=True)
 @click.option("--dispersion-initial-noise", "initial_noise", default=0.2, show_default=True)
 @click.option(
-    "--directions", type=click.Path(exists=True, dir_okay=False), help="disco: covariate directions .npz."
+    "--directions", help="disco/covariates: a direction set from `synthdb latent analyze` (`latent list`)."
 )
 @click.option("--pose-scaling", "-ps", default=1.0, show_default=True)
 @click.option("--illumination-scaling", "-is", default=1.0, show_default=True)
@@ -165,7 +188,8 @@ def generate_references_cmd(opts: Options, **kw: object) -> None:
 def generate_variations_cmd(
     opts: Options, shard_index: int | None, num_shards: int | None, **kw: object
 ) -> None:
-    """Variations of each reference identity (Dispersion, DisCo) into a dataset shared by all shards."""
+    """Variations of each reference identity (Dispersion, DisCo, covariates) into a dataset shared by all
+    shards."""
     from synthdb.generate.runner import resolve_shard
     from synthdb.generate.variations import VariationParams, generate_variations
 

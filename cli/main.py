@@ -6,6 +6,8 @@ from synthdb.cli import (  # noqa: F401 - importing a module registers its comma
     face_cmds,
     generate_cmds,
     import_cmds,
+    latent_cmds,
+    project_cmds,
     run_cmds,
     store_cmds,
     workspace_cmds,

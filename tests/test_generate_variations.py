@@ -1,5 +1,6 @@
-"""Dispersion / DisCo variations into the catalog: identity preservation, spread, exact chunked
-gradients, sharding and resume (UNTRAINED stylegan2-tiny + dlib embedder)."""
+"""Dispersion / DisCo / covariates variations into the catalog: identity preservation, spread, exact
+chunked gradients, sharding and resume, DisCo and covariate edits from catalog direction sets
+(UNTRAINED stylegan2-tiny + dlib embedder)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from synthdb.faces.embed import angle
 from synthdb.generate import runner, variations
 from synthdb.generate.references import ReferenceParams, generate_references, load_pipeline
 from synthdb.generate.resume import resume_run
+from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
+from tests.test_latent_directions import planted_set
 
 BASE = variations.VariationParams(
     name="var",
@@ -122,29 +125,62 @@ def _exists(ctx: Context, run_id: int) -> bool:
     return True
 
 
-def test_disco_starts_from_planted_covariate_directions(refs: Context, tmp_path) -> None:  # noqa: ANN001
-    normals = torch.nn.functional.normalize(
-        torch.randn(2, 512, generator=torch.Generator().manual_seed(3)), dim=1
-    )
-    path = tmp_path / "directions.npz"
-    np.savez(
-        path,
-        names=np.array(["pose", "smile"]),
-        normals=normals.numpy(),
-        neg_means=np.array([-4.0, -2.0], np.float32),
-        pos_means=np.array([3.0, 6.0], np.float32),
-    )
+def test_disco_starts_from_a_catalog_direction_set(refs: Context) -> None:
+    planted = planted_set("dirs")
+    planted.directions = [d for d in planted.directions if d.name in ("pose", "smile")]
+    planted.save(refs.catalog)
+    normals = torch.from_numpy(planted.normals)
+    reach = np.maximum(-planted.neg_means, planted.pos_means)
     start = replace(BASE, iterations=0, initial_noise=0.0)
     variations.generate_variations(refs, replace(start, name="plain"))
     variations.generate_variations(
-        refs, replace(start, name="disco", algorithm="disco", directions=str(path), expression_scaling=0.5)
+        refs, replace(start, name="disco", algorithm="disco", directions="dirs", expression_scaling=0.5)
     )
     _, plain = vectors(refs, "plain", "latent")
     _, disco = vectors(refs, "disco", "latent")
     offsets = torch.from_numpy(disco - plain)
-    coefficients = offsets @ normals.T  # u_k * s_k * max(-neg, pos), |u_k| <= 0.5
-    assert bool((coefficients[:, 0].abs() <= 0.5 * 4.0 + 1e-4).all())
-    assert bool((coefficients[:, 1].abs() <= 0.5 * 0.5 * 6.0 + 1e-4).all())
-    assert float(coefficients.abs().max()) > 0.5
-    with pytest.raises(SynthdbError, match="--directions"):
+    coefficients = torch.linalg.lstsq(normals.T, offsets.T).solution.T  # u_k * s_k * max(-neg, pos)
+    assert torch.allclose(offsets, coefficients @ normals, atol=1e-4)  # only along the directions
+    assert bool((coefficients[:, 0].abs() <= 0.5 * reach[0] + 1e-4).all())  # |u_k| <= 0.5
+    assert bool((coefficients[:, 1].abs() <= 0.5 * 0.5 * reach[1] + 1e-4).all())
+    assert float(coefficients[:, 0].abs().max()) > 0.25 * reach[0]
+    with pytest.raises(SynthdbError, match="--directions NAME"):
         variations.generate_variations(refs, replace(BASE, name="x", algorithm="disco"))
+    with pytest.raises(SynthdbError, match="no direction set named 'nope'"):
+        variations.generate_variations(refs, replace(BASE, name="x", algorithm="disco", directions="nope"))
+    planted_set("big", generator="stylegan2-ffhq-256").save(refs.catalog)
+    with pytest.raises(SynthdbError, match="describes the W space of stylegan2-ffhq-256"):
+        variations.generate_variations(refs, replace(BASE, name="x", algorithm="disco", directions="big"))
+
+
+def test_covariates_variations_are_the_edits_of_the_neutralised_references(sqlite_ctx: Context) -> None:
+    ctx = sqlite_ctx
+    generate_references(ctx, ReferenceParams(name="refs", algorithm="random", num_identities=2))
+    planted_set("dirs").save(ctx.catalog)
+    params = replace(
+        BASE, name="cov", algorithm="covariates", directions="dirs", pose_scaling=0.5, identities_per_unit=1
+    )
+    run_id = variations.generate_variations(ctx, params, shard=(1, 2))  # units are shardable
+    variations.generate_variations(ctx, params, shard=(0, 2))
+    keys, w = vectors(ctx, "cov", "latent")
+    ekeys, e = vectors(ctx, "cov")
+    labels = augmentation_labels()
+    assert len(labels) == 17 and labels[0] == "pose_0" and labels[-1] == "surprise"
+    assert sorted(keys) == sorted(f"{i:05d}/{lab}" for i in range(2) for lab in labels) and ekeys == keys
+    _, ref_w = vectors(ctx, "refs", "latent")
+    editor = LatentEdit.load(ctx.catalog, "dirs")
+    want = editor.augmentation(editor.neutralise(torch.from_numpy(ref_w)), CovariateScaling(pose=0.5))
+    want = {f"{i:05d}/{lab}": want[i, k].numpy() for i in range(2) for k, lab in enumerate(labels)}
+    assert all(np.allclose(w[j], want[key], atol=1e-5) for j, key in enumerate(keys))
+    pipeline = load_pipeline(params)  # embeddings are stored (the reference saved none) and are E(w)
+    some = [0, 16, 20, 33]
+    assert np.allclose(e[some], pipeline.embed(torch.from_numpy(w[some])).numpy(), atol=1e-4)
+    stats = runner.read_stats(ctx, run_id)
+    assert [r["unit"] for r in stats] == ["ids/000001"] and stats[0]["w2wd_avg"] > 0
+    assert fsck(ctx).clean
+
+    pose_only = planted_set("pose-only")
+    pose_only.directions = pose_only.directions[:1]
+    pose_only.save(ctx.catalog)
+    with pytest.raises(SynthdbError, match="no illumination, smile, .* which covariates variations needs"):
+        variations.generate_variations(ctx, replace(params, directions="pose-only", name="y"))

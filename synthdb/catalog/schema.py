@@ -277,4 +277,27 @@ class VectorIndex(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
 
 
+class DirectionSet(Base):
+    """Covariate directions in a generator's W space (``synthdb latent analyze``), found by name.
+
+    ``directions`` holds, per covariate (pose, illumination, smile, ...), the unit normal of its
+    linear SVM as a JSON list of ``w_dim`` floats, the two class names and counts, and the statistics
+    of the training projections on each side of the hyperplane. A few thousand floats per set: JSON in
+    the row keeps a set readable by ``synthdb query`` and needs no shard file (and never a pickle).
+    ``dataset_id`` is the projections dataset the SVMs were fitted on.
+    """
+
+    __tablename__ = "direction_set"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    generator: Mapped[str] = mapped_column(String(200))
+    protocol: Mapped[str] = mapped_column(String(32))
+    w_dim: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("dataset.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
+    directions: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
 TABLES = [t.name for t in Base.metadata.sorted_tables]

@@ -1,7 +1,9 @@
 """``synthdb runs resume ID``: rebuild a generation run from its stored params and continue it.
 
 The committed units tell the algorithm what is done (see :mod:`synthdb.generate.runner`), so resuming
-is calling the algorithm again with the same params, seed and run id.
+is calling the algorithm again with the same params, seed and run id. A Langevin run resumes under
+torchrun too, with any number of ranks (every rank calls this; rank 0 reopens the run, see
+:mod:`synthdb.generate.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
     elif run.kind == "variations":
         shard = (run.shard_index or 0, run.shard_count or 1)
         generate_variations(ctx, params_from(VariationParams, run.params, run_id), run_id, shard, quiet)
+    elif run.kind == "project":
+        from synthdb.latent.project import ProjectionParams, project
+
+        shard = (run.shard_index or 0, run.shard_count or 1)
+        project(ctx, params_from(ProjectionParams, run.params, run_id), run_id, shard, quiet)
     else:
-        raise SynthdbError(f"run {run_id} is a {run.kind} run: only references and variations runs resume")
+        raise SynthdbError(
+            f"run {run_id} is a {run.kind} run: only references, variations and project runs resume"
+        )
     return f"{run.kind} ({run.algorithm}) resumed and succeeded"

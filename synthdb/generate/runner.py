@@ -169,24 +169,33 @@ def _by_id(ctx: Context, column: sa.Column, ids: np.ndarray) -> dict[int, Any]:
     return found
 
 
-def output_dataset(ctx: Context, name: str, run_id: int, attributes: dict[str, Any], shared: bool) -> int:
+def output_dataset(
+    ctx: Context,
+    name: str,
+    run_id: int,
+    attributes: dict[str, Any],
+    shared: bool,
+    source: str = "generated",
+) -> int:
     """The run's output dataset: created on first use; reused on resume, and by the other shards of a
-    job array (``shared``) as long as it was made with the same generation parameters."""
+    job array or re-runs (``shared``) as long as it was made by the same kind of command (``source``)
+    with the same parameters."""
     dataset = Dataset.__table__
     for _attempt in range(2):  # a second look when another shard created it between our check and insert
         with ctx.catalog.engine.connect() as conn:
             row = conn.execute(
-                sa.select(dataset.c.id, dataset.c.created_by_run_id, dataset.c.attributes).where(
-                    dataset.c.name == name
-                )
+                sa.select(
+                    dataset.c.id, dataset.c.created_by_run_id, dataset.c.source, dataset.c.attributes
+                ).where(dataset.c.name == name)
             ).first()
         if row is not None:
-            if row.created_by_run_id == run_id or (shared and (row.attributes or {}) == attributes):
+            same = row.source == source and (row.attributes or {}) == attributes
+            if row.created_by_run_id == run_id or (shared and same):
                 return row.id
             raise SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
         try:
             return create_dataset(
-                ctx.catalog, name, "synthetic", "generated", root=None, run_id=run_id, attributes=attributes
+                ctx.catalog, name, "synthetic", source, root=None, run_id=run_id, attributes=attributes
             )
         except (SynthdbError, sa.exc.IntegrityError):
             if not shared:

@@ -1,9 +1,11 @@
-"""Variations of reference identities: ``dispersion`` and ``disco`` (spec section 7.3 a).
+"""Variations of reference identities: ``dispersion``, ``disco`` and ``covariates`` (spec 7.3).
 
-Each reference identity gets ``num_variations`` latents pulled towards its reference embedding
-(through E = FR(crop(G))), pushed apart from each other in W within ``latent_radius``, pulled
-towards w_avg, and shaken by a random force. DisCo starts from random covariate edits (directions
-with their SVM means, as ``LatentEdit`` uses them, spec 8.3) instead of plain noise.
+Dispersion: each reference identity gets ``num_variations`` latents pulled towards its reference
+embedding (through E = FR(crop(G))), pushed apart from each other in W within ``latent_radius``,
+pulled towards w_avg, and shaken by a random force. DisCo starts from random covariate edits (the
+``LatentEdit`` DisCo offsets of a catalog direction set, spec 8.3) added to the initial noise.
+Covariates (IJCB 2021): each neutralised reference gets the 17 ``LatentEdit`` augmentations (6 pose,
+6 illumination, 5 expressions); no optimisation, no randomness.
 
 Work units are fixed groups of ``identities_per_unit`` identities in label order; a job-array shard
 takes every ``num_shards``-th unit. Every draw is seeded per identity (and iteration), and the
@@ -13,8 +15,9 @@ equal the single-process run bit for bit, and a resumed run equals an uninterrup
 Fixed against the reference: chunked embedding gradients are exact for every element (it
 broadcast each chunk's first), ``--seed`` is honoured, force norms are over the latent axis, the
 adaptive timestep is per identity (it coupled all identities of a job, so results depended on the
-job split), ``prop_ict`` is computed. Kept as in the reference: the random force is not scaled by
-sqrt(dt).
+job split), ``prop_ict`` is computed, ``covariates`` variations store their embeddings (the
+reference saved none, so its plots and leakage searches failed on them) and run sharded. Kept as
+in the reference: the random force is not scaled by sqrt(dt).
 """
 
 from __future__ import annotations
@@ -33,57 +36,11 @@ from synthdb.errors import SynthdbError
 from synthdb.generate import runner, stats
 from synthdb.generate.pipeline import Pipeline
 from synthdb.generate.references import load_pipeline
+from synthdb.latent.directions import COVARIATES
+from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels
 from synthdb.progress import progress_bar
 
-ALGORITHMS = ("dispersion", "disco")
-#: LatentEdit's covariates (spec 8.3) and which ``--*-scaling`` option scales each.
-COVARIATES = {
-    "pose": "pose",
-    "illumination": "illumination",
-    "smile": "expression",
-    "scream": "expression",
-    "disgust": "expression",
-    "squint": "expression",
-    "surprise": "expression",
-}
-
-
-@dataclass
-class Directions:
-    """Covariate directions in W: unit SVM normals (K, w_dim) and the mean projections of the negative
-    and positive classes (K,), named after :data:`COVARIATES`."""
-
-    names: list[str]
-    normals: Tensor
-    neg_means: Tensor
-    pos_means: Tensor
-
-    @classmethod
-    def load(cls, path: str) -> Directions:
-        """An ``.npz`` with ``names``, ``normals``, ``neg_means``, ``pos_means`` (until latent
-        analysis writes directions into the catalog)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(
-                    [str(n) for n in data["names"]],
-                    torch.from_numpy(data["normals"]).float(),
-                    torch.from_numpy(data["neg_means"]).float(),
-                    torch.from_numpy(data["pos_means"]).float(),
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise SynthdbError(
-                f"cannot read directions {path} ({exc}): "
-                "pass an .npz with names, normals, neg_means, pos_means"
-            ) from None
-
-    def scaled(self, scaling: dict[str, float]) -> Tensor:
-        """D_k = n_k * s_k * max(-neg_mean_k, pos_mean_k), (K, w_dim)."""
-        unknown = [n for n in self.names if n not in COVARIATES]
-        if unknown:
-            raise SynthdbError(f"unknown covariate directions {unknown}: use {', '.join(COVARIATES)}")
-        s = torch.tensor([scaling[COVARIATES[n]] for n in self.names])
-        reach = torch.maximum(-self.neg_means, self.pos_means)
-        return self.normals * (s * reach)[:, None]
+ALGORITHMS = ("dispersion", "disco", "covariates")
 
 
 @dataclass
@@ -115,13 +72,20 @@ class VariationParams:
     embedder: str = "dlib-resnet"
     device: str = "cpu"
 
+    @property
+    def scaling(self) -> CovariateScaling:
+        return CovariateScaling(self.pose_scaling, self.illumination_scaling, self.expression_scaling)
+
     def check(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise SynthdbError(
                 f"unknown variations algorithm {self.algorithm!r}: use {', '.join(ALGORITHMS)}"
             )
-        if self.algorithm == "disco" and not self.directions:
-            raise SynthdbError("disco needs covariate directions: pass --directions FILE.npz")
+        if self.algorithm in ("disco", "covariates") and not self.directions:
+            raise SynthdbError(
+                f"{self.algorithm} needs covariate directions: pass --directions NAME "
+                "(a direction set made by `synthdb latent analyze`; `synthdb latent list` shows them)"
+            )
         if min(self.num_variations, self.batch_size, self.identities_per_unit) < 1 or self.iterations < 0:
             raise SynthdbError("--num-variations, --batch-size, --identities-per-unit must be >= 1")
 
@@ -202,6 +166,20 @@ def dispersion_unit(
     return w, e, [*rows, final]
 
 
+def covariates_unit(
+    pipeline: Pipeline, params: VariationParams, editor: LatentEdit, w_ref: Tensor, e_ref: Tensor
+) -> tuple[Tensor, Tensor, list[dict[str, float]]]:
+    """The 17 covariate edits of each neutralised reference of one unit: (w (I, 17, w_dim),
+    embeddings (I, 17, D), one stats row)."""
+    w = editor.augmentation(editor.neutralise(w_ref), params.scaling)
+    n_id, count, dim = w.shape
+    e = pipeline.embed(w.reshape(-1, dim)).reshape(n_id, count, -1)
+    row: dict[str, Any] = {"iteration": 0, **stats.grouped(e, w, pipeline.w_avg, params.ict)}
+    anchors = e_ref.repeat_interleave(count, 0)
+    row["ref_dist_avg"] = float(rowwise_angle(e.reshape(-1, e.shape[-1]), anchors).double().mean())
+    return w, e, [row]
+
+
 @dataclass
 class References:
     labels: list[str]
@@ -246,14 +224,13 @@ def generate_variations(
     params.check()
     pipeline = load_pipeline(params)
     refs = load_references(ctx, params.references, pipeline)
-    offsets = None
-    if params.algorithm == "disco":
-        scaling = {
-            "pose": params.pose_scaling,
-            "illumination": params.illumination_scaling,
-            "expression": params.expression_scaling,
-        }
-        offsets = Directions.load(params.directions).scaled(scaling)
+    editor = None
+    if params.directions and params.algorithm != "dispersion":
+        editor = LatentEdit.load(ctx.catalog, params.directions)
+        editor.directions.check_generator(pipeline.generator.name, pipeline.generator.w_dim)
+        if params.algorithm == "covariates":
+            editor.directions.require(COVARIATES, "covariates variations")
+    offsets = editor.disco_offsets(params.scaling) if editor and params.algorithm == "disco" else None
     size = params.identities_per_unit
     units = [(j, refs.labels[j : j + size]) for j in range(0, len(refs.labels), size)][shard[0] :: shard[1]]
     attributes = {"variations_of": params.references, "params": asdict(params)}
@@ -269,9 +246,12 @@ def generate_variations(
                 unit = f"ids/{start:06d}"
                 if unit not in done:
                     pick = slice(start, start + len(labels))
-                    w, e, rows = dispersion_unit(
-                        pipeline, params, labels, refs.w[pick], refs.e[pick], offsets
-                    )
+                    if editor is not None and params.algorithm == "covariates":
+                        w, e, rows = covariates_unit(pipeline, params, editor, refs.w[pick], refs.e[pick])
+                    else:
+                        w, e, rows = dispersion_unit(
+                            pipeline, params, labels, refs.w[pick], refs.e[pick], offsets
+                        )
                     _commit_unit(ctx, pipeline, params, dataset, run_id, unit, labels, w, e, rows)
                 finished += len(labels)
                 runs.set_progress(ctx.catalog, run_id, finished / max(total, 1))
@@ -292,8 +272,11 @@ def _commit_unit(
     e: Tensor,
     rows: list[dict[str, float]],
 ) -> None:
-    a = params.num_variations
-    names = [f"augmentation_{k}" for k in range(a)]
+    names = (
+        augmentation_labels()
+        if params.algorithm == "covariates"
+        else [f"augmentation_{k}" for k in range(params.num_variations)]
+    )
     runner.commit_generated(
         ctx,
         pipeline,

@@ -363,7 +363,16 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: Tensor, w: Tensor, noise_mode: NoiseMode = "const", gain: float = 1.0) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        noise_mode: NoiseMode = "const",
+        gain: float = 1.0,
+        const_noise: Tensor | None = None,
+    ) -> Tensor:
+        """``const_noise`` replaces ``noise_const`` in const mode, e.g. per-sample images [N, 1, R, R]
+        that projection optimises for each of its targets (the buffer is shared by the whole batch)."""
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -372,7 +381,7 @@ class SynthesisLayer(nn.Module):
                 * self.noise_strength
             )
         elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+            noise = (self.noise_const if const_noise is None else const_noise) * self.noise_strength
         x = modulated_conv2d(
             x,
             self.weight,
@@ -476,24 +485,31 @@ class SynthesisBlock(nn.Module):
             )
 
     def forward(
-        self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: NoiseMode = "const"
+        self,
+        x: Tensor | None,
+        img: Tensor | None,
+        ws: Tensor,
+        noise_mode: NoiseMode = "const",
+        noise: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``ws`` [N, num_conv + num_torgb, w_dim]; the image accumulates in float32 whatever the autocast
         dtype, as in NVIDIA's networks. Activations start channels-last (NHWC) and every op keeps that
-        layout: oneDNN and cuDNN run batched convolutions faster in it (x1.6 at batch 32 on CPU)."""
+        layout: oneDNN and cuDNN run batched convolutions faster in it (x1.6 at batch 32 on CPU).
+        ``noise`` maps ``conv0`` / ``conv1`` to const-mode noise that replaces their buffers."""
         w_iter = iter(ws.unbind(dim=1))
+        n0, n1 = (None, None) if noise is None else (noise.get("conv0"), noise.get("conv1"))
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = x.contiguous(memory_format=torch.channels_last)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, const_noise=n1)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, const_noise=n0)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5), const_noise=n1)
             x = y + x
         else:
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, const_noise=n0)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, const_noise=n1)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
@@ -542,7 +558,11 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: Tensor, noise_mode: NoiseMode = "const") -> Tensor:
+    def forward(
+        self, ws: Tensor, noise_mode: NoiseMode = "const", noise: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
+        """``noise`` (const mode) replaces noise buffers by layer name (``b8.conv0``, the prefix of its
+        ``noise_const``) with tensors that broadcast against [N, 1, R, R]; absent layers keep theirs."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         ws = ws.to(torch.float32)
@@ -550,7 +570,8 @@ class SynthesisNetwork(nn.Module):
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode)
+            own = None if noise is None else {k: noise.get(f"b{res}.{k}") for k in ("conv0", "conv1")}
+            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), noise_mode, own)
             w_idx += block.num_conv
         return img.contiguous()
 
