@@ -1,12 +1,10 @@
-"""Langevin and Dispersion throughput (issue 6 benchmarks), CPU or GPU, one process.
+"""Langevin throughput (issue 6 benchmark), CPU or GPU, one process (Dispersion: bench_dispersion.py).
 
-1. One Langevin iteration for ``--identities`` (256) references. synthdb's batched step: one forward
-   pass holding the graph and one backward (default), and the memory-bounded mode (a no-grad pass,
-   then one backward per batch of ``--batch-size``); others' embeddings detached in both. Baseline:
-   the reference package's loop (the same no-grad pass, then one forward+backward per identity).
-   Same models, same latents; goal: batched >= 4x faster. Also checks they give the same force.
-2. Dispersion: variations/s for ``--disp-identities`` (64) x ``--disp-variations`` (16) over
-   ``--disp-iterations`` iterations, at batch sizes 8 and 64.
+One Langevin iteration for ``--identities`` (256) references. synthdb's batched step: one forward
+pass holding the graph and one backward (default), and the memory-bounded mode (a no-grad pass,
+then one backward per batch of ``--batch-size``); others' embeddings detached in both. Baseline:
+the reference package's loop (the same no-grad pass, then one forward+backward per identity).
+Same models, same latents; goal: batched >= 4x faster. Also checks they give the same force.
 
 Models: stylegan2-tiny (UNTRAINED, 64 px) + dlib-resnet by default; ``--generator`` names another.
 """
@@ -26,7 +24,6 @@ from synthdb.generate.references import (
     load_pipeline,
     repulsion_potential,
 )
-from synthdb.generate.variations import VariationParams, dispersion_unit
 
 
 def reference_loop_forces(pipeline: Pipeline, w: torch.Tensor, lp: LangevinParams) -> torch.Tensor:
@@ -63,10 +60,6 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--identities", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--disp-identities", type=int, default=64)
-    ap.add_argument("--disp-variations", type=int, default=16)
-    ap.add_argument("--disp-iterations", type=int, default=1)
-    ap.add_argument("--skip-dispersion", action="store_true")
     args = ap.parse_args()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -103,25 +96,6 @@ def main() -> None:
     print(f"{'reference loop (1 identity per pass)':<40} {t_loop:>10.2f}")
     print(f"speed-up {t_loop / t_batched:.2f}x whole graph, {t_loop / t_bounded:.2f}x bounded (goal >= 4x)")
     print(f"force relative difference batched vs loop {agree:.1e}")
-    if args.skip_dispersion:
-        return
-    refs_w = w[: args.disp_identities]
-    refs_e = pipeline.embed(refs_w)
-    labels = [f"{i:05d}" for i in range(args.disp_identities)]
-    n = args.disp_identities * args.disp_variations
-    print(
-        f"\ndispersion {args.disp_identities} x {args.disp_variations}, {args.disp_iterations} iteration(s)"
-    )
-    for batch in (8, 64):
-        pipeline.batch_size = batch
-        vp = VariationParams(
-            name="b", references="r", num_variations=args.disp_variations, iterations=args.disp_iterations,
-            batch_size=batch,
-        )  # fmt: skip
-        seconds, _ = timed(lambda vp=vp: dispersion_unit(pipeline, vp, labels, refs_w, refs_e, None), sync)
-        steps = n * args.disp_iterations
-        print(f"batch {batch:>3}: {seconds:8.2f} s, {steps / seconds:8.1f} variation-steps/s, "
-              f"{n / seconds:8.2f} finished variations/s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -63,7 +63,10 @@ def runs_show(opts: Options, run_id: int) -> None:
 @click.argument("run_id", type=int)
 @pass_options
 def runs_resume(opts: Options, run_id: int) -> None:
-    """Continue an interrupted or failed generation run from its last committed work unit."""
+    """Continue an interrupted or failed generation run from its last committed work unit.
+
+    A Langevin run may resume across processes: ``torchrun --nproc-per-node N -m synthdb.cli.main runs
+    resume ID``."""
     from synthdb.generate.resume import resume_run
 
     with opts.open() as ctx:

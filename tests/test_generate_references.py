@@ -6,13 +6,6 @@ angles between identities are small (about 0.2-0.4 rad): thresholds here are sca
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import signal
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -28,7 +21,7 @@ from synthdb.generate import runner
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.generate.resume import resume_run
 from synthdb.store.commit import TableSpec, commit
-from synthdb.store.fsck import fsck, gc
+from synthdb.store.fsck import fsck
 
 SMALL = {"num_identities": 6, "ict": 0.25, "batch_size": 4}
 LANGEVIN = LangevinParams(iterations=4, repulsion_radius=0.5)
@@ -101,100 +94,6 @@ def test_user_errors_are_one_line(sqlite_ctx: Context) -> None:
         )
     with pytest.raises(SynthdbError, match="no dataset named 'nope'"):
         generate_references(sqlite_ctx, ReferenceParams(name="z", num_identities=2, avoid="nope"))
-
-
-CHILD = """
-import json, os, signal, sys
-from synthdb.context import Context
-from synthdb.generate import references, runner
-from synthdb.store import commit as protocol
-
-where, params, kill_after, mode = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-calls = {"n": 0}
-real_commit, real_publish = references.commit, protocol._publish
-
-def killing_commit(*args, **kwargs):
-    if calls["n"] == kill_after and mode == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    calls["n"] += 1
-    return real_commit(*args, **kwargs)
-
-def killing_publish(*args, **kwargs):
-    out = real_publish(*args, **kwargs)
-    if calls["n"] == kill_after + 1 and mode == "inside":  # renamed, row not yet committed
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-# every commit of a references run goes through one of these two names
-references.commit = runner.commit = killing_commit
-protocol._publish = killing_publish
-with Context.open(where) as ctx:
-    references.generate_references(ctx, references.ReferenceParams.from_dict(params))
-"""
-
-
-TRIALS = int(os.environ.get("SYNTHDB_RESUME_TRIALS", "2"))  # the acceptance stress run uses 5
-
-
-@pytest.mark.parametrize("algorithm", ["langevin", "ict", "random"])
-def test_resume_after_sigkill_equals_an_uninterrupted_run(sqlite_ctx: Context, algorithm: str) -> None:
-    from dataclasses import asdict
-
-    ctx = sqlite_ctx
-    small = {**SMALL, "batch_size": 2} if algorithm != "langevin" else SMALL  # more units to kill between
-    whole = ReferenceParams(name="whole", algorithm=algorithm, langevin=LANGEVIN, **small)
-    generate_references(ctx, whole)
-    units = len(runner.done_units(ctx, get_run(ctx.catalog, 1).id))
-    chooser = random.Random(f"{algorithm}-kill")
-    for trial in range(TRIALS):
-        mode = ("before", "inside")[trial % 2]
-        name = f"killed{trial}"
-        params = asdict(ReferenceParams(name=name, algorithm=algorithm, langevin=LANGEVIN, **small))
-        kill_after = chooser.randrange(0, units)
-        child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(ctx.ws.root), json.dumps(params), str(kill_after), mode],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert child.returncode == -signal.SIGKILL, child.stderr
-        run_id = max(r.id for r in _runs(ctx))
-        assert get_run(ctx.catalog, run_id).status == "running"  # nobody closed it: the process died
-        assert len(runner.done_units(ctx, run_id)) == kill_after
-        if trial % 2 == 0:
-            resume_run(ctx, run_id)
-        else:  # through the real command line
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "synthdb.cli.main",
-                    "-w",
-                    str(ctx.ws.root),
-                    "runs",
-                    "resume",
-                    str(run_id),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert proc.returncode == 0, proc.stderr
-        assert get_run(ctx.catalog, run_id).status == "succeeded"
-        for content in ("embedding", "latent"):
-            keys, got = vectors(ctx, name, content)
-            want_keys, want = vectors(ctx, "whole", content)
-            assert keys == want_keys and len(set(keys)) == len(keys)  # no duplicate samples
-            assert np.array_equal(got, want)  # bitwise
-        assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, 1)
-    gc(ctx, min_age=0)  # a kill inside a commit leaves an unreferenced file, by design
-    assert fsck(ctx).clean
-
-
-def _runs(ctx: Context) -> list:
-    from synthdb.catalog.runs import list_runs
-
-    return list_runs(ctx.catalog)
 
 
 def test_unit_seeds_are_stable_and_independent() -> None:

@@ -4,7 +4,8 @@
 Each identity ``i`` gets one sample ``{i:05d}/reference`` (role ``reference``) with a latent shard
 (``w``, and ``z`` where w is still the mapping of z) in the generator's space and an embedding shard in
 the embedder's space. Work units: batches of identities (random), candidate batches (ict), iterations
-(langevin, with a ``checkpoint`` shard of the latents and a ``stats`` shard per iteration).
+(langevin, with a ``checkpoint`` shard of the latents and a ``stats`` shard per iteration). Langevin
+also runs across processes and machines under torchrun (:mod:`synthdb.generate.distributed`).
 
 Fixed against the reference: ICT resumes correctly (accepted embeddings are re-read from the catalog),
 Langevin resumes from the newest checkpoint in iteration order without repeating an iteration, the
@@ -15,7 +16,7 @@ norms over the latent axis, ``--avoid`` keeps its radius (default r0; the refere
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from synthdb.catalog.datasets import dataset_id
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.embed import Embedder, angle
-from synthdb.generate import runner, stats
+from synthdb.generate import distributed, runner, stats
 from synthdb.generate.image import load_generator
 from synthdb.generate.pipeline import Pipeline
 from synthdb.progress import progress_bar
@@ -144,22 +145,43 @@ def load_pipeline(params: ReferenceParams | Any) -> Pipeline:
 def generate_references(
     ctx: Context, params: ReferenceParams, run_id: int | None = None, quiet: bool = True
 ) -> int:
-    """Run (or, with ``run_id``, resume) a references run; return the run id."""
+    """Run (or, with ``run_id``, resume) a references run; return the run id.
+
+    Under torchrun (or inside a process group the caller set up) Langevin runs on all ranks, see
+    :mod:`synthdb.generate.distributed`: every rank calls this, rank 0 records the run."""
     params.check()
-    pipeline = load_pipeline(params)
-    avoid = None
-    if params.avoid:
-        _, _, vectors = runner.dataset_vectors(
-            ctx, dataset_id(ctx.catalog, params.avoid), "embedding", pipeline.embedder.name, "embedding"
-        )
-        avoid = torch.from_numpy(vectors).to(pipeline.generator.device)
-    with runner.run_scope(ctx, "references", params.algorithm, asdict(params), params.seed, run_id) as run_id:
-        attributes = {"generator": pipeline.generator.describe(), "embedder": pipeline.embedder.name}
-        dataset = runner.output_dataset(ctx, params.name, run_id, attributes, shared=False)
-        done = runner.done_units(ctx, run_id)
-        algorithm = {"random": _random, "ict": _ict, "langevin": _langevin}[params.algorithm]
-        summary = algorithm(ctx, pipeline, params, dataset, run_id, done, avoid, quiet)
-        runs.set_summary(ctx.catalog, run_id, {"dataset": params.name, **summary})
+    with distributed.joined(params.device) as (group, device):
+        if group.size > 1 and params.algorithm != "langevin":
+            raise SynthdbError(
+                f"{params.algorithm} references run in one process: start them without torchrun "
+                "(only langevin couples all identities)"
+            )
+        pipeline = load_pipeline(replace(params, device=device))
+        avoid = None
+        if params.avoid:
+            _, _, vectors = runner.dataset_vectors(
+                ctx, dataset_id(ctx.catalog, params.avoid), "embedding", pipeline.embedder.name, "embedding"
+            )
+            avoid = torch.from_numpy(vectors).to(pipeline.generator.device)
+        if not group.leader:
+            run_id, _ = group.share()  # the run and dataset rank 0 opens below
+            _langevin(ctx, pipeline, params, -1, run_id, set(), avoid, True, group)
+            return run_id
+        with runner.run_scope(
+            ctx, "references", params.algorithm, asdict(params), params.seed, run_id
+        ) as run_id:
+            attributes = {"generator": pipeline.generator.describe(), "embedder": pipeline.embedder.name}
+            run_id, dataset = group.share(
+                lambda: (run_id, runner.output_dataset(ctx, params.name, run_id, attributes, False))
+            )
+            done = runner.done_units(ctx, run_id)
+            if params.algorithm == "langevin":
+                summary = _langevin(ctx, pipeline, params, dataset, run_id, done, avoid, quiet, group)
+            else:
+                summary = {"random": _random, "ict": _ict}[params.algorithm](
+                    ctx, pipeline, params, dataset, run_id, done, avoid, quiet
+                )
+            runs.set_summary(ctx.catalog, run_id, {"dataset": params.name, **summary})
     return run_id
 
 
@@ -266,20 +288,43 @@ def repulsion_potential(
 
 
 def langevin_step(
-    pipeline: Pipeline, w: Tensor, t: int, params: ReferenceParams, avoid: Tensor | None
+    pipeline: Pipeline,
+    w: Tensor,
+    t: int,
+    params: ReferenceParams,
+    avoid: Tensor | None,
+    group: distributed.Group = distributed.SOLO,
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """One iteration: (embeddings of w before the update, updated w, stats row t)."""
+    """One iteration: (embeddings of w before the update, updated w, stats row t; empty off rank 0).
+
+    ``w`` is all identities on every rank; a rank runs the network passes of its own rows only and
+    gathers the embeddings (for the repulsion), forces and updated rows of the others."""
     lp = params.langevin
     rc = lp.avoid_radius if lp.avoid_radius is not None else lp.repulsion_radius
     k, r0 = lp.repulsion_coefficient, lp.repulsion_radius
+    split = group.split(len(w), pipeline.batch_size)
+    mine = split.rows
     if lp.whole_graph:
-        fixed, grad = pipeline.coupled_gradient(
-            w, lambda e, others: repulsion_potential(e, slice(0, len(e)), others, k, r0, avoid, rc)
-        )
+        gathered: list[Tensor] = []
+
+        def coupled(e: Tensor, own: Tensor) -> Tensor:
+            # the potential of ALL rows, others' rows detached: the one-process matrix shapes, so the
+            # same bits as one process (only this rank's rows carry gradient)
+            gathered.append(split.gather(own))
+            full = torch.cat([gathered[0][: mine.start], e, gathered[0][mine.stop :]])
+            return repulsion_potential(full, slice(0, len(full)), gathered[0], k, r0, avoid, rc)
+
+        _, grad = pipeline.coupled_gradient(w[mine], coupled)
+        fixed = gathered[0]
     else:
-        fixed = pipeline.embed(w)
-        _, grad = pipeline.gradient(w, lambda e, rows: repulsion_potential(e, rows, fixed, k, r0, avoid, rc))
-    f_int = -grad
+        fixed = split.gather(pipeline.embed(w[mine]))
+        _, grad = pipeline.gradient(
+            w[mine],
+            lambda e, rows: repulsion_potential(
+                e, slice(mine.start + rows.start, mine.start + rows.stop), fixed, k, r0, avoid, rc
+            ),
+        )
+    f_int = -split.gather(grad)
     f_lat = lp.latent_force * (pipeline.w_avg - w)
     xi = lp.random_force * torch.randn(w.shape, generator=runner.rng(params.seed, "langevin", t)).to(w.device)
     drift = f_int + f_lat
@@ -289,11 +334,15 @@ def langevin_step(
         dt = abs(lp.timestep) * lp.viscous_coefficient * w_min / f_max if f_max > 0 else abs(lp.timestep)
     else:
         dt = lp.timestep
-    row = {"iteration": t, **stats.population(fixed, w, pipeline.w_avg, params.ict)}
-    row |= stats.force_norms("intf", f_int) | stats.force_norms("rndf", xi) | stats.force_norms("latf", f_lat)
-    row |= stats.force_norms("totf", drift) | {"timestep": dt}
+    row: dict[str, float] = {}
+    if group.leader:
+        row = {"iteration": t, **stats.population(fixed, w, pipeline.w_avg, params.ict)}
+        row |= stats.force_norms("intf", f_int) | stats.force_norms("rndf", xi)
+        row |= stats.force_norms("latf", f_lat) | stats.force_norms("totf", drift) | {"timestep": dt}
     mu = lp.viscous_coefficient
-    return fixed, w + (dt / mu) * drift + (math.sqrt(dt) / mu) * xi, row
+    # each rank moves its own rows; gathering them keeps one owner per row if ranks' arithmetic differs
+    moved = w[mine] + (dt / mu) * drift[mine] + (math.sqrt(dt) / mu) * xi[mine]
+    return fixed, split.gather(moved), row
 
 
 def _langevin(
@@ -305,26 +354,23 @@ def _langevin(
     done: set[str],
     avoid: Tensor | None,
     quiet: bool,
+    group: distributed.Group = distributed.SOLO,
 ) -> dict[str, Any]:
+    """Iterations from the newest checkpoint (rank 0 reads it and hands it to the other ranks); rank 0
+    commits each checkpointed iteration and the final samples."""
     n, lp = params.num_identities, params.langevin
-    if "iter/final" in done:
-        return {"identities": n, "iterations": lp.iterations}
-    checkpoints = runner.unit_shards(ctx, run_id, "checkpoint")
-    if checkpoints:
-        unit, path = checkpoints[-1]  # units are zero-padded: name order is iteration order
-        start = int(unit.split("/")[1]) + 1
-        flat = parquet.read_table(path).column("w").combine_chunks().flatten().to_numpy()
-        w = torch.from_numpy(flat.copy()).reshape(n, -1).to(pipeline.generator.device)
-    else:
-        start = 0
-        _, w = _latents(pipeline, params.seed, range(n), params.truncation, "z")
+    summary = {"identities": n, "iterations": lp.iterations}
+    start, w = group.share(lambda: _langevin_state(ctx, pipeline, params, run_id, done))
+    if w is None:
+        return summary
+    w = w.to(pipeline.generator.device)
     pending: list[dict[str, float]] = []
     with progress_bar(lp.iterations + 1, "langevin iterations", quiet) as advance:
         advance(start)
         for t in range(start, lp.iterations):
-            _, w, row = langevin_step(pipeline, w, t, params, avoid)
+            _, w, row = langevin_step(pipeline, w, t, params, avoid, group)
             pending.append(row)
-            if (t + 1) % lp.checkpoint_every == 0 or t == lp.iterations - 1:
+            if group.leader and ((t + 1) % lp.checkpoint_every == 0 or t == lp.iterations - 1):
                 commit(
                     ctx.catalog,
                     ctx.store,
@@ -340,10 +386,29 @@ def _langevin(
                 pending = []
                 runs.set_progress(ctx.catalog, run_id, (t + 1) / (lp.iterations + 1))
             advance(1)
-        e = pipeline.embed(w)
-        final = {"iteration": lp.iterations, **stats.population(e, w, pipeline.w_avg, params.ict)}
-        _commit_references(
-            ctx, pipeline, dataset, run_id, "iter/final", 0, w, e, None, [stats.table([final])]
-        )
+        split = group.split(n, pipeline.batch_size)
+        e = split.gather(pipeline.embed(w[split.rows]))
+        if group.leader:
+            final = {"iteration": lp.iterations, **stats.population(e, w, pipeline.w_avg, params.ict)}
+            _commit_references(
+                ctx, pipeline, dataset, run_id, "iter/final", 0, w, e, None, [stats.table([final])]
+            )
         advance(1)
-    return {"identities": n, "iterations": lp.iterations}
+    return summary
+
+
+def _langevin_state(
+    ctx: Context, pipeline: Pipeline, params: ReferenceParams, run_id: int, done: set[str]
+) -> tuple[int, Tensor | None]:
+    """(first iteration to run, latents on the CPU) from the newest checkpoint, or the initial draw;
+    (_, None) when the run has finished."""
+    if "iter/final" in done:
+        return params.langevin.iterations + 1, None
+    checkpoints = runner.unit_shards(ctx, run_id, "checkpoint")
+    if not checkpoints:
+        return 0, _latents(pipeline, params.seed, range(params.num_identities), params.truncation, "z")[
+            1
+        ].cpu()
+    unit, path = checkpoints[-1]  # units are zero-padded: name order is iteration order
+    flat = parquet.read_table(path).column("w").combine_chunks().flatten().to_numpy()
+    return int(unit.split("/")[1]) + 1, torch.from_numpy(flat.copy()).reshape(params.num_identities, -1)
