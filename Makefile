@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # Full-size stress cases (e.g. the 10,000-image resumable exports); `make test` runs them at a bounded size.
 stress: $(STAMP)
-	SYNTHDB_STRESS=1 $(BIN)/python -m pytest -q tests/test_export_resume.py
+	SYNTHDB_STRESS=1 SYNTHDB_STRESS_REPORT=$${SYNTHDB_STRESS_REPORT:-stress-report.json} $(BIN)/python -m pytest -q tests/stress tests/test_export_resume.py tests/test_generate_acceptance.py tests/test_fuzz_*.py tests/test_hostile_*.py
 
 bench: $(STAMP)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

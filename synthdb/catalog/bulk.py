@@ -96,16 +96,56 @@ def identity_ids(
     if missing:
         attrs = dict(zip(labels, attributes, strict=True)) if attributes is not None else {}
         ids = allocate_ids(conn, table, len(missing))
-        insert_rows(
-            conn,
-            table,
-            [
-                {"id": int(i), "dataset_id": dataset_id, "label": label, "attributes": attrs.get(label)}
-                for i, label in zip(ids, missing, strict=True)
-            ],
-        )
-        known.update(zip(missing, (int(i) for i in ids), strict=True))
+        rows = [
+            {"id": int(i), "dataset_id": dataset_id, "label": label, "attributes": attrs.get(label)}
+            for i, label in zip(ids, missing, strict=True)
+        ]
+        if conn.dialect.name == "postgresql":
+            known.update(_insert_identities_concurrently(conn, table, dataset_id, rows))
+        else:  # SQLite: the caller holds the write lock, nobody else can be adding these labels
+            insert_rows(conn, table, rows)
+            known.update(zip(missing, (int(i) for i in ids), strict=True))
     return np.fromiter((known[label] for label in labels), dtype=np.int64, count=len(labels))
+
+
+# Staging table of _insert_identities_concurrently: a per-session TEMP copy of identity's columns.
+_INCOMING = sa.Table(
+    "synthdb_identity_incoming",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger),
+    sa.Column("dataset_id", sa.BigInteger),
+    sa.Column("label", sa.String),
+    sa.Column("attributes", sa.JSON),
+)
+
+
+def _insert_identities_concurrently(
+    conn: Connection, table: sa.Table, dataset_id: int, rows: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Insert identity rows on PostgreSQL where other writers may be creating the same labels right now
+    (processes writing into one dataset); return label -> id as committed, ours or theirs.
+
+    A plain insert fails with a unique violation when another transaction commits a label first, so the
+    rows are COPYed into a temporary table and moved with ``ON CONFLICT DO NOTHING``, which waits for
+    that transaction and then skips the label (as fast as COPY alone, unlike a row-by-row upsert). Rows
+    move in label order, so two writers with overlapping labels lock them in the same order and cannot
+    deadlock. The ids are read back afterwards (READ COMMITTED: the query sees what committed meanwhile).
+    """
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING.name} (LIKE {table.name}) ON COMMIT DELETE ROWS"
+    )
+    conn.exec_driver_sql(f"DELETE FROM {_INCOMING.name}")  # an earlier call in this transaction
+    insert_rows(conn, _INCOMING, rows)
+    columns = ", ".join(c.name for c in _INCOMING.columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {_INCOMING.name} ORDER BY label "
+        "ON CONFLICT (dataset_id, label) DO NOTHING"
+    )
+    found = conn.exec_driver_sql(
+        f"SELECT i.label, i.id FROM {table.name} i JOIN {_INCOMING.name} n "
+        "ON i.dataset_id = n.dataset_id AND i.label = n.label"
+    )
+    return dict(found.all())
 
 
 def insert_samples(

@@ -1,31 +1,40 @@
 """Engine setup for SQLite and PostgreSQL catalogs, and the ``Catalog`` handle.
 
 SQLite is tuned for many processes sharing one file: WAL (readers never block the writer),
-foreign keys on, a long busy timeout, and ``BEGIN IMMEDIATE`` for every transaction so that two
-writers queue on the lock instead of deadlocking when both try to upgrade a read lock.
+foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction so that two
+writers queue on the lock instead of deadlocking when both try to upgrade a read lock. SQLite's own
+busy handler polls on a fixed schedule, so many writers that time out together would retry together;
+when a transaction cannot open within the busy timeout, ``Catalog.begin`` backs off exponentially with
+random jitter and tries again, up to ``LOCK_WAIT_S`` in all, and only then tells the user (in one
+line) which catalog stayed locked. The lock is taken when the transaction opens, so a retry never
+repeats work that was done under it.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.orm import Session
 
 from synthdb.errors import SynthdbError
 
-BUSY_TIMEOUT_MS = 120_000
+BUSY_TIMEOUT_MS = 5_000  # one wait inside SQLite's busy handler, before we back off and retry
+LOCK_WAIT_S = 600.0  # all waits for one transaction's write lock together
+_FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.02, 2.0
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI types are untyped
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -36,7 +45,7 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     """Create an engine for a catalog URL, with the settings synthdb relies on."""
     try:
         parsed = sa.engine.make_url(url)
@@ -46,7 +55,7 @@ def make_engine(url: str) -> Engine:
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed)
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, busy_timeout_ms)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return sa.create_engine(parsed, pool_pre_ping=True)
@@ -56,13 +65,24 @@ def make_engine(url: str) -> Engine:
     )
 
 
-class Catalog:
-    """A connection to one catalog database: engine, sessions and transactions."""
+def _is_locked(exc: sa.exc.OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY / SQLITE_LOCKED, as the sqlite3 module words them."""
+    text = str(exc.orig)
+    return "database is locked" in text or "database table is locked" in text
 
-    def __init__(self, url: str) -> None:
+
+class Catalog:
+    """A connection to one catalog database: engine, sessions and transactions.
+
+    ``busy_timeout_ms`` and ``lock_wait_s`` (SQLite only) bound one wait in SQLite and all retries.
+    """
+
+    def __init__(
+        self, url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, lock_wait_s: float = LOCK_WAIT_S
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.engine = make_engine(url, busy_timeout_ms)
+        self.lock_wait_s = lock_wait_s
 
     @property
     def dialect(self) -> str:
@@ -76,14 +96,44 @@ class Catalog:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """An ORM session in one transaction, committed on success and rolled back on error."""
-        with self._sessions.begin() as session:
+        with self.begin() as conn, Session(bind=conn, expire_on_commit=False) as session:
             yield session
+            session.flush()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A Core connection in one transaction (for bulk inserts and the shard commit)."""
-        with self.engine.begin() as conn:
+        """A Core connection in one transaction (for bulk inserts and the shard commit).
+
+        On SQLite the write lock is taken here (``BEGIN IMMEDIATE``), retried with backoff and jitter
+        while another writer holds it (see the module docstring).
+        """
+        conn, transaction = self._open_transaction()
+        with conn, transaction:
             yield conn
+
+    def _open_transaction(self) -> tuple[Connection, RootTransaction]:
+        """A connection whose transaction is open (and, on SQLite, holds the write lock)."""
+        deadline = time.monotonic() + self.lock_wait_s
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            conn = None
+            try:
+                conn = self.engine.connect()
+                return conn, conn.begin()
+            except sa.exc.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                left = deadline - time.monotonic()
+                if self.dialect != "sqlite" or not _is_locked(exc):
+                    raise
+                if left <= 0:
+                    raise SynthdbError(
+                        f"the catalog {self.display_url} stayed locked by another writer for "
+                        f"{self.lock_wait_s:.0f} s: check `synthdb runs list` for a stuck process, "
+                        "or retry when it is done"
+                    ) from None
+                time.sleep(min(left, backoff * random.uniform(0.5, 1.5)))
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
     def dispose(self) -> None:
         self.engine.dispose()

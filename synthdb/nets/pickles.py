@@ -298,6 +298,7 @@ def read_network_pickle(path: str | Path) -> Any:
         IndexError,
         KeyError,
         MemoryError,
+        OverflowError,  # a length field beyond sys.maxsize (BINUNICODE8, BINBYTES8)
     ) as error:
         reason = str(error).split("\n")[0] or type(error).__name__
         raise SynthdbError(

@@ -5,7 +5,8 @@ attributes, protocol memberships) in a deterministic order. ``import_source`` do
 way for all of them: one run row; entries streamed in chunks so memory stays bounded (WebFace42M has
 42M files); each chunk committed in one transaction; files stat-ed (decoded only with
 ``verify_images``); missing, unreadable and root-escaping files counted and named in the run's
-summary instead of stopping the import; re-running adds nothing unless ``update`` asks for new files.
+summary instead of stopping the import; re-running adds nothing unless ``update`` asks for new files,
+or the run that created the dataset never finished (killed, failed): then re-running resumes it.
 Sources whose protocols prescribe comparisons (LFW pairs, IJB-C template matches) also yield ``Pair``
 objects; they are stored after all samples, when every key they name has an id.
 """
@@ -25,8 +26,8 @@ from sqlalchemy.engine import Connection
 
 from synthdb.catalog import bulk
 from synthdb.catalog.datasets import create_dataset
-from synthdb.catalog.runs import recorded_run, set_summary
-from synthdb.catalog.schema import Dataset, GroupMember, ProtocolGroup, Sample, VerificationPair
+from synthdb.catalog.runs import finish_run, recorded_run, set_summary
+from synthdb.catalog.schema import Dataset, GroupMember, ProtocolGroup, Run, Sample, VerificationPair
 from synthdb.catalog.schema import Protocol as ProtocolRow
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -368,6 +369,7 @@ def import_source(
             for pair_chunk in _chunks(source.pairs(root), CHUNK):
                 _commit_pairs(ctx, dataset_id, pair_chunk, report)
         set_summary(ctx.catalog, run_id, report.summary())
+        adopt_unfinished(ctx, dataset_id, run_id)
     return report
 
 
@@ -378,16 +380,20 @@ def existing_dataset(
 
     A dataset of another source under the same name is an error: importing into it would mix layouts.
     """
-    dataset = Dataset.__table__
+    dataset, run = Dataset.__table__, Run.__table__
     with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(sa.select(dataset.c.id, dataset.c.source).where(dataset.c.name == name)).first()
+        row = conn.execute(
+            sa.select(dataset.c.id, dataset.c.source, run.c.status)
+            .outerjoin(run, run.c.id == dataset.c.created_by_run_id)
+            .where(dataset.c.name == name)
+        ).first()
     if row is None:
         return None, None
     if row.source != source_name:
         raise SynthdbError(
             f"dataset '{name}' exists with source '{row.source}', not '{source_name}': choose another --name"
         )
-    if update:
+    if update or row.status not in (None, "succeeded"):  # an import that never finished: resume it
         return row.id, None
     count = _sample_count(ctx, row.id)
     return row.id, ImportReport(
@@ -398,6 +404,25 @@ def existing_dataset(
         note=f"dataset '{name}' is imported already ({count} samples); "
         "pass --update to add files that appeared since",
     )
+
+
+def adopt_unfinished(ctx: Context, dataset_id: int, run_id: int) -> None:
+    """After run ``run_id`` completed dataset ``dataset_id``: if the run that created it never finished,
+    close that run as interrupted and record ``run_id`` as the creator, so the next plain re-run sees a
+    finished import (and says so) instead of resuming again."""
+    dataset, run = Dataset.__table__, Run.__table__
+    with ctx.catalog.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(dataset.c.created_by_run_id, run.c.status)
+            .outerjoin(run, run.c.id == dataset.c.created_by_run_id)
+            .where(dataset.c.id == dataset_id)
+        ).one()
+    if row.created_by_run_id in (None, run_id) or row.status == "succeeded":
+        return
+    if row.status == "running":
+        finish_run(ctx.catalog, row.created_by_run_id, "interrupted", f"run {run_id} resumed it")
+    with ctx.catalog.begin() as conn:
+        conn.execute(sa.update(dataset).where(dataset.c.id == dataset_id).values(created_by_run_id=run_id))
 
 
 def _sample_count(ctx: Context, dataset_id: int) -> int:

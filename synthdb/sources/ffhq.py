@@ -109,7 +109,7 @@ def _entries(text: str, path: Path) -> Iterator[tuple[str, Any]]:
                 pos = _SPACE.match(text, pos + 1).end()
             elif text[pos] != "}":
                 raise ValueError("expected ',' or '}'")
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, RecursionError) as exc:  # RecursionError: nesting deeper than the stack
         where = "the end of the file" if pos >= len(text) else f"character {pos}"
         raise SynthdbError(f"{path} is not readable JSON ({exc} near {where}); download it again") from None
 

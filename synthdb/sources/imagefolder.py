@@ -22,6 +22,15 @@ class ImageFolder(DirectorySource):
             if not identity.is_dir(follow_symlinks=False):
                 continue
             for item in sorted(os.scandir(identity.path), key=lambda d: d.name):
-                if item.is_file() and is_image_name(item.name):
+                if is_image_name(item.name) and _maybe_file(item):
                     rel = f"{identity.name}/{item.name}"
                     yield Entry(key=rel, path=rel, identity=identity.name)
+
+
+def _maybe_file(item: os.DirEntry[str]) -> bool:
+    """Whether to hand ``item`` on as a file; one that cannot even be stat-ed (a symlink loop, no
+    permission) is handed on too, so ``check_file`` names it as a problem instead of the scan failing."""
+    try:
+        return item.is_file()
+    except OSError:
+        return True

@@ -33,7 +33,7 @@ from synthdb.catalog.schema import Sample as SampleRow
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
-from synthdb.sources.common import Entry, ImportReport, check_file, existing_dataset
+from synthdb.sources.common import Entry, ImportReport, adopt_unfinished, check_file, existing_dataset
 from synthdb.store.commit import NewSamples, ShardSpec, commit
 from synthdb.store.hdf5 import BFM_DIMS, Sample, SampleCollection
 
@@ -130,6 +130,7 @@ class SampleFile:
                         self._commit(ctx, dataset_id, run_id, chunk, images, verify_images, report)
                         advance(len(chunk))
                 set_summary(ctx.catalog, run_id, report.summary())
+                adopt_unfinished(ctx, dataset_id, run_id)
         return report
 
     @staticmethod

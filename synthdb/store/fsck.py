@@ -5,8 +5,11 @@ leave files nobody references. ``fsck`` lists both kinds of trouble:
 
 - missing: a committed row whose file is gone (data loss: re-run the command that wrote it);
 - corrupt: a committed row whose file has another size or sha256 (same);
-- orphan: a file under ``shards/`` that no row references (a writer died after its rename);
+- orphan: a file under ``shards/`` or ``indexes/`` that no row references (a writer died after its
+  rename, or an index build between committing its new file and removing the one it replaced);
 - staged: a file left in ``staging/`` (a writer died before its rename).
+
+Index files are checked for presence only: their rows hold no checksum.
 
 ``gc`` removes orphans, staged leftovers and the files and rows of retired shards. A file younger
 than ``min_age`` seconds is kept, since a live writer on another process may be about to commit it.
@@ -22,9 +25,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from synthdb.catalog.schema import Shard
+from synthdb.catalog.schema import Shard, VectorIndex
 from synthdb.context import Context
 from synthdb.files import file_digest
+from synthdb.store.layout import INDEXES, SHARDS, STAGING
 
 
 @dataclass
@@ -59,8 +63,12 @@ def fsck(ctx: Context, verify: bool = True, advance: Callable[[int], None] | Non
     table = Shard.__table__
     with ctx.catalog.engine.connect() as conn:
         rows = conn.execute(sa.select(table.c.path, table.c.state, table.c.bytes, table.c.sha256)).all()
+        indexes = conn.execute(sa.select(VectorIndex.__table__.c.path)).scalars().all()
     report = FsckReport()
-    on_disk = _files_under(ctx, "shards")
+    index_files = _files_under(ctx, INDEXES)
+    report.missing.extend(path for path in indexes if path not in index_files)
+    index_orphans = index_files - set(indexes)
+    on_disk = _files_under(ctx, SHARDS)
     for path, state, size, sha256 in rows:
         on_disk.discard(path)
         if state != "committed":
@@ -73,8 +81,8 @@ def fsck(ctx: Context, verify: bool = True, advance: Callable[[int], None] | Non
             report.corrupt.append(path)
         if advance:
             advance(1)
-    report.orphans = sorted(on_disk)
-    report.staged = sorted(_files_under(ctx, "staging"))
+    report.orphans = sorted(on_disk | index_orphans)
+    report.staged = sorted(_files_under(ctx, STAGING))
     return report
 
 

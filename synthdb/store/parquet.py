@@ -93,16 +93,22 @@ def to_table(
 def write_table(table: pa.Table, path: Path) -> WrittenFile:
     """Write ``table`` to ``path``, fsync it, and return its size and sha256."""
     vector_columns = [c for c in table.column_names if c not in ID_COLUMNS]
-    pq.write_table(
-        table,
-        path,
-        row_group_size=ROW_GROUP_ROWS,
-        compression={**{c: "zstd" for c in ID_COLUMNS}, **{c: "none" for c in vector_columns}},
-        use_dictionary=False,
-        write_statistics=list(ID_COLUMNS),
-    )
-    # Hash by reading back from the page cache: cheaper than hashing inside the writer's callbacks.
-    size, sha256 = file_digest(path, fsync=True)
+    try:
+        pq.write_table(
+            table,
+            path,
+            row_group_size=ROW_GROUP_ROWS,
+            compression={**{c: "zstd" for c in ID_COLUMNS}, **{c: "none" for c in vector_columns}},
+            use_dictionary=False,
+            write_statistics=list(ID_COLUMNS),
+        )
+        # Hash by reading back from the page cache: cheaper than hashing inside the writer's callbacks.
+        size, sha256 = file_digest(path, fsync=True)
+    except OSError as exc:  # a full disk, a quota, a size limit: the commit rolls back, nothing is lost
+        raise SynthdbError(
+            f"cannot write shard {path} ({str(exc).splitlines()[0]}): free space in the store "
+            f"({path.parent.parent}) and re-run the command; nothing was committed"
+        ) from None
     return WrittenFile(rows=table.num_rows, bytes=size, sha256=sha256)
 
 
