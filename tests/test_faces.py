@@ -178,6 +178,21 @@ def test_unreadable_file_is_an_error_naming_it(tmp_path: Path, mtcnn: MtcnnDetec
     assert results[1].ok and len(results[1].faces) == 1
 
 
+def test_out_of_memory_stops_the_run_instead_of_failing_each_image(
+    monkeypatch: pytest.MonkeyPatch, photos: dict[str, np.ndarray]
+) -> None:
+    """A fault injected into facenet-pytorch's MTCNN: running out of memory says so once, in one line,
+    rather than being recorded as a per-image detection error that would mark good photos as failed."""
+    detector = MtcnnDetector()
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(detector._mtcnn, "detect", exhausted)
+    with pytest.raises(SynthdbError, match=r"out of memory detecting faces in 2 images .*--device cpu"):
+        detector.detect([photos["seb_01.jpg"], photos["seb_01.jpg"]])
+
+
 def test_load_image_modes(tmp_path: Path) -> None:
     """RGBA is composited over black, grayscale and 16-bit become RGB uint8, EXIF orientation is applied."""
     rgba = np.zeros((4, 6, 4), np.uint8)

@@ -31,6 +31,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from synthdb import __version__
+from synthdb.catalog.datasets import dataset_id
 from synthdb.catalog.runs import set_progress
 from synthdb.catalog.schema import Dataset, Identity, Sample
 from synthdb.context import Context
@@ -162,12 +163,9 @@ class Selection:
 
 def load_dataset(ctx: Context, name: str) -> DatasetInfo:
     table = Dataset.__table__
+    found = dataset_id(ctx.catalog, name)  # names what exists when the name is wrong
     with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(sa.select(table).where(table.c.name == name)).first()
-        if row is None:
-            names = conn.execute(sa.select(table.c.name).order_by(table.c.name).limit(20)).scalars().all()
-            known = ", ".join(names) if names else "none yet"
-            raise SynthdbError(f"no dataset named '{name}' in the catalog (known: {known}): check the name")
+        row = conn.execute(sa.select(table).where(table.c.id == found)).one()
     return DatasetInfo(
         id=row.id,
         name=row.name,

@@ -143,7 +143,14 @@ class MtcnnDetector(Detector):
         try:
             with torch.no_grad():
                 boxes, probs, points = self._mtcnn.detect(np.stack(images), landmarks=True)
-        except Exception as e:  # any backend failure becomes these images' error
+        except (torch.cuda.OutOfMemoryError, MemoryError):
+            # not a property of the images: recording it per image would mark good photos as failed
+            height, width = images[0].shape[:2]
+            raise SynthdbError(
+                f"out of memory detecting faces in {len(images)} images of {width}x{height}: free "
+                "memory, run with --device cpu, or downscale the images"
+            ) from None
+        except Exception as e:  # any other backend failure becomes these images' error
             if len(indices) > 1:  # find out which image it was
                 return {i: self._detect_batch([i], [img])[i] for i, img in zip(indices, images, strict=True)}
             return {indices[0]: ImageFaces(error=f"MTCNN failed: {type(e).__name__}: {e}",
