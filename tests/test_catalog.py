@@ -1,11 +1,15 @@
 """Catalog writes on SQLite and PostgreSQL: datasets, identities, samples, runs, bulk ids."""
 
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from synthdb.catalog import bulk
 from synthdb.catalog.datasets import create_dataset, dataset_id
+from synthdb.catalog.engine import Catalog
 from synthdb.catalog.runs import recorded_run
 from synthdb.catalog.schema import Identity, Run, Sample
 from synthdb.context import Context
@@ -93,3 +97,34 @@ def test_recorded_run_statuses(ctx: Context) -> None:
         assert (ok.status, ok.progress, ok.params, ok.seed) == ("succeeded", 1.0, {"a": 1}, 3)
         assert ok.finished_at is not None and ok.host and ok.synthdb_version
         assert bad.status == "failed" and "ValueError: boom" in bad.error
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """Regression: every transaction used to take SQLite's write lock, so a read during a long commit
+    failed with 'database is locked' once the busy timeout passed. Reads now see the last committed
+    state while a writer holds the lock, and the writer's rows appear once it commits."""
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}", busy_timeout_ms=50)
+    with catalog.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with catalog.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        holding.wait()
+        for _ in range(3):  # pooled connections come back as readers, not writers
+            with catalog.engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 1
+    finally:
+        release.set()
+        thread.join()
+    with catalog.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 2
+    catalog.dispose()

@@ -184,3 +184,9 @@ def test_covariates_variations_are_the_edits_of_the_neutralised_references(sqlit
     pose_only.save(ctx.catalog)
     with pytest.raises(SynthdbError, match="no illumination, smile, .* which covariates variations needs"):
         variations.generate_variations(ctx, replace(params, directions="pose-only", name="y"))
+
+
+def test_directions_without_an_algorithm_that_uses_them_are_refused() -> None:
+    """Dispersion ignores covariate directions: passing them anyway is a mistake worth naming."""
+    with pytest.raises(SynthdbError, match="--directions is used by disco and covariates"):
+        replace(BASE, algorithm="dispersion", directions="mp-proj").check()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -864,3 +865,33 @@ def test_cli_imports_a_tree_and_a_file_then_queries(tmp_path: Path) -> None:
     assert h5.returncode == 0 and "10 samples added" in h5.stdout and "1 missing" in h5.stdout, h5.stderr
     refused = cli(*ws, "import", "samples", str(tmp_path / "gen"), cwd=tmp_path)
     assert refused.returncode == 2 and "is a directory" in refused.stderr
+
+
+def test_an_import_still_running_is_not_taken_over(sqlite_ctx: Context, tmp_path: Path) -> None:
+    """Regression: a second import of the same name treated a live import as a crashed one and resumed
+    it (both then wrote into the dataset, and the live run was marked interrupted)."""
+    tree = tmp_path / "tree"
+    (tree / "id0").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tree / "id0" / "0.png")
+    import_named(sqlite_ctx, "imagefolder", tree, name="faces", quiet=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+
+    def creator_running(pid: int) -> int:
+        """Mark the dataset's creating run as still running in process ``pid`` of this host."""
+        dataset, run = Dataset.__table__, Run.__table__
+        with sqlite_ctx.catalog.begin() as conn:
+            run_id = conn.execute(sa.select(dataset.c.created_by_run_id)).scalar_one()
+            conn.execute(sa.update(run).where(run.c.id == run_id).values(status="running", pid=pid))
+        return run_id
+
+    live = creator_running(os.getpid())  # as if that import were still at work, in this process
+    with pytest.raises(SynthdbError, match=rf"being imported by run {live} .*pass --update"):
+        import_named(sqlite_ctx, "imagefolder", tree, name="faces", quiet=True)
+    creator_running(int(gone.stdout))  # a crashed import on this host: its pid is gone, so it resumes
+    Image.new("RGB", (4, 4)).save(tree / "id0" / "1.png")
+    assert import_named(sqlite_ctx, "imagefolder", tree, name="faces", quiet=True).added == 1
+    creator_running(os.getpid())  # --update is the way to take over an import known to be gone
+    Image.new("RGB", (4, 4)).save(tree / "id0" / "2.png")
+    assert import_named(sqlite_ctx, "imagefolder", tree, name="faces", update=True, quiet=True).added == 1

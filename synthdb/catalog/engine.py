@@ -1,13 +1,14 @@
 """Engine setup for SQLite and PostgreSQL catalogs, and the ``Catalog`` handle.
 
-SQLite is tuned for many processes sharing one file: WAL (readers never block the writer),
-foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction so that two
-writers queue on the lock instead of deadlocking when both try to upgrade a read lock. SQLite's own
-busy handler polls on a fixed schedule, so many writers that time out together would retry together;
-when a transaction cannot open within the busy timeout, ``Catalog.begin`` backs off exponentially with
-random jitter and tries again, up to ``LOCK_WAIT_S`` in all, and only then tells the user (in one
-line) which catalog stayed locked. The lock is taken when the transaction opens, so a retry never
-repeats work that was done under it.
+SQLite is tuned for many processes sharing one file: WAL (readers never block the writer), foreign
+keys on, a busy timeout, and ``BEGIN IMMEDIATE`` for every write transaction (``Catalog.begin``) so
+that two writers queue on the lock instead of deadlocking when both try to upgrade a read lock; reads
+(``engine.connect()``) use a plain ``BEGIN`` and never wait for writers. SQLite's own busy handler
+polls on a fixed schedule, so many writers that time out together would retry together; when a write
+transaction cannot open within the busy timeout, ``Catalog.begin`` backs off exponentially with random
+jitter and tries again, up to ``LOCK_WAIT_S`` in all, and only then tells the user (in one line) which
+catalog stayed locked. The lock is taken when the transaction opens, so a retry never repeats work
+that was done under it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from synthdb.errors import SynthdbError
 BUSY_TIMEOUT_MS = 5_000  # one wait inside SQLite's busy handler, before we back off and retry
 LOCK_WAIT_S = 600.0  # all waits for one transaction's write lock together
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.02, 2.0
+_WRITER = "synthdb_writer"  # set on a connection's info while Catalog.begin holds it
 
 
 def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -42,7 +44,9 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front; readers take none (WAL gives them a snapshot), so a
+        # long commit never makes a read wait or fail.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
 
 
 def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
@@ -108,8 +112,12 @@ class Catalog:
         while another writer holds it (see the module docstring).
         """
         conn, transaction = self._open_transaction()
-        with conn, transaction:
-            yield conn
+        with conn:
+            try:
+                with transaction:
+                    yield conn
+            finally:
+                conn.info.pop(_WRITER, None)  # the DBAPI connection goes back to the pool as a reader
 
     def _open_transaction(self) -> tuple[Connection, RootTransaction]:
         """A connection whose transaction is open (and, on SQLite, holds the write lock)."""
@@ -119,9 +127,11 @@ class Catalog:
             conn = None
             try:
                 conn = self.engine.connect()
+                conn.info[_WRITER] = True
                 return conn, conn.begin()
             except sa.exc.OperationalError as exc:
                 if conn is not None:
+                    conn.info.pop(_WRITER, None)
                     conn.close()
                 left = deadline - time.monotonic()
                 if self.dialect != "sqlite" or not _is_locked(exc):

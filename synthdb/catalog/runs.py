@@ -50,6 +50,20 @@ def start_run(
         ).scalar_one()
 
 
+def process_alive(host: str | None, pid: int | None) -> bool:
+    """Whether the process that recorded a ``running`` run may still be working on it: certainly not
+    when it ran on this host and its pid is gone; assumed so when it ran elsewhere (no way to tell)."""
+    if host != socket.gethostname() or pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
+
+
 def set_progress(catalog: Catalog, run_id: int, progress: float) -> None:
     """Record progress in [0, 1] and a heartbeat (a stale heartbeat marks a dead worker)."""
     with catalog.begin() as conn:

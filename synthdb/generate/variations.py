@@ -86,6 +86,10 @@ class VariationParams:
                 f"{self.algorithm} needs covariate directions: pass --directions NAME "
                 "(a direction set made by `synthdb latent analyze`; `synthdb latent list` shows them)"
             )
+        if self.algorithm == "dispersion" and self.directions:
+            raise SynthdbError(
+                "--directions is used by disco and covariates: add --algorithm disco, or drop --directions"
+            )
         if min(self.num_variations, self.batch_size, self.identities_per_unit) < 1 or self.iterations < 0:
             raise SynthdbError("--num-variations, --batch-size, --identities-per-unit must be >= 1")
 

@@ -17,7 +17,7 @@ The SVM is the reference's: ``LinearSVC(fit_intercept=False, max_iter=10000, dua
 class); ``neg``/``pos`` statistics are over the projections of all training latents of both classes,
 split by the sign of the projection.
 
-A projections dataset (``synthdb latent project``) holds samples of role ``projection`` whose
+A projections dataset (``synthdb project``) holds samples of role ``projection`` whose
 attributes carry ``source_key`` (the Multi-PIE key) and a latent shard with column ``w``.
 """
 
@@ -177,7 +177,7 @@ def projections(
     if not any(keys):
         raise SynthdbError(
             f"dataset {name} has no samples with a source_key attribute: pass a projections dataset of "
-            "Multi-PIE (`synthdb latent project`)"
+            "Multi-PIE (`synthdb project --dataset MULTIPIE --protocol U ...`)"
         )
     return generator, w, [k or "" for k in keys]
 

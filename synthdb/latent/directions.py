@@ -152,20 +152,28 @@ class DirectionSet:
     def save(self, catalog: Catalog) -> int:
         """Insert the set and return its row id; a taken name is an error (runs refer to sets by name,
         so a name never changes meaning)."""
-        with catalog.begin() as conn:
-            check_name_free(conn, self.name)
-            return conn.execute(
-                sa.insert(_table).returning(_table.c.id),
-                {
-                    "name": self.name,
-                    "generator": self.generator,
-                    "protocol": self.protocol,
-                    "w_dim": self.w_dim,
-                    "dataset_id": self.dataset_id,
-                    "run_id": self.run_id,
-                    "directions": [d.to_json() for d in self.directions],
-                },
-            ).scalar_one()
+        try:
+            with catalog.begin() as conn:
+                check_name_free(conn, self.name)
+                return self._insert(conn)
+        except sa.exc.IntegrityError:  # another process saved the same name between check and insert
+            with catalog.engine.connect() as conn:
+                check_name_free(conn, self.name)
+            raise
+
+    def _insert(self, conn: sa.Connection) -> int:
+        return conn.execute(
+            sa.insert(_table).returning(_table.c.id),
+            {
+                "name": self.name,
+                "generator": self.generator,
+                "protocol": self.protocol,
+                "w_dim": self.w_dim,
+                "dataset_id": self.dataset_id,
+                "run_id": self.run_id,
+                "directions": [d.to_json() for d in self.directions],
+            },
+        ).scalar_one()
 
     @classmethod
     def load(cls, catalog: Catalog, name: str) -> DirectionSet:

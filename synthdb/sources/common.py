@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from synthdb.catalog import bulk
 from synthdb.catalog.datasets import create_dataset
-from synthdb.catalog.runs import finish_run, recorded_run, set_summary
+from synthdb.catalog.runs import finish_run, process_alive, recorded_run, set_summary
 from synthdb.catalog.schema import Dataset, GroupMember, ProtocolGroup, Run, Sample, VerificationPair
 from synthdb.catalog.schema import Protocol as ProtocolRow
 from synthdb.context import Context
@@ -383,7 +383,9 @@ def existing_dataset(
     dataset, run = Dataset.__table__, Run.__table__
     with ctx.catalog.engine.connect() as conn:
         row = conn.execute(
-            sa.select(dataset.c.id, dataset.c.source, run.c.status)
+            sa.select(
+                dataset.c.id, dataset.c.source, run.c.id.label("run_id"), run.c.status, run.c.host, run.c.pid
+            )
             .outerjoin(run, run.c.id == dataset.c.created_by_run_id)
             .where(dataset.c.name == name)
         ).first()
@@ -392,6 +394,11 @@ def existing_dataset(
     if row.source != source_name:
         raise SynthdbError(
             f"dataset '{name}' exists with source '{row.source}', not '{source_name}': choose another --name"
+        )
+    if not update and row.status == "running" and process_alive(row.host, row.pid):
+        raise SynthdbError(
+            f"dataset '{name}' is being imported by run {row.run_id} (pid {row.pid} on {row.host}): wait "
+            "for it; if that process is gone, pass --update to resume the import"
         )
     if update or row.status not in (None, "succeeded"):  # an import that never finished: resume it
         return row.id, None
