@@ -15,7 +15,7 @@ def models() -> None:
 
 
 @models.command(name="list")
-@click.option("--kind", type=click.Choice(["embedder", "generator", "detector", "landmarks"]))
+@click.option("--kind", type=click.Choice(["embedder", "generator", "detector", "landmarks", "perceptual"]))
 @pass_options
 def models_list(opts: Options, kind: str | None) -> None:
     """List model cards, whether their weights are here, and their licences."""
@@ -29,7 +29,7 @@ def models_list(opts: Options, kind: str | None) -> None:
         commercial = {True: "commercial ok", False: "non-commercial"}.get(
             r.card.commercial_use, "terms unclear"
         )
-        click.echo(f"{r.card.name.ljust(width)}  {r.card.kind:<9}  {where:<8}  {commercial}")
+        click.echo(f"{r.card.name.ljust(width)}  {r.card.kind:<10}  {where:<8}  {commercial}")
 
 
 @models.command(name="show")

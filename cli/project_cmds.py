@@ -20,7 +20,13 @@ from synthdb.cli.app import Options, cli, pass_options
     help="Generator (stylegan2-tiny is UNTRAINED: its images are not faces).",
 )
 @click.option(
-    "--embedder", default="dlib-resnet", show_default=True, help="Its features are the perceptual loss."
+    "--embedder", default="dlib-resnet", show_default=True, help="Its features: --perceptual embedder."
+)
+@click.option(
+    "--perceptual",
+    type=click.Choice(["lpips", "embedder"]),
+    help="Perceptual loss: LPIPS VGG16 (needs `synthdb models add` of vgg16-imagenet and lpips-vgg-v0.1) "
+    "or the --embedder's features. Default: lpips when both files are added, else embedder.",
 )
 @click.option("--space", type=click.Choice(["w", "w+"]), default="w", show_default=True)
 @click.option("--steps", default=1000, show_default=True, help="Optimisation steps per target.")
@@ -70,8 +76,10 @@ def project_cmd(
     shard = resolve_shard(shard_index, num_shards)
     with opts.open() as ctx:
         run_id = project(ctx, params, shard=shard, quiet=opts.quiet)
-        summary = get_run(ctx.catalog, run_id).summary or {}
+        run = get_run(ctx.catalog, run_id)
+    summary = run.summary or {}
     click.echo(
         f"run {run_id}: {summary['projected']} of {summary['targets']} targets projected into "
-        f"dataset {params.name} ({params.space}, {params.steps} steps; shard {shard[0] + 1} of {shard[1]})"
+        f"dataset {params.name} ({params.space}, {params.steps} steps, perceptual loss "
+        f"{run.params['perceptual']}; shard {shard[0] + 1} of {shard[1]})"
     )

@@ -2,8 +2,9 @@
 
 A card (``models/*.toml``) says what a network is; ``synthdb models add NAME --file PATH`` (or
 ``fetch``) puts its weights into the models directory, checks them (sha256 when the card knows it,
-and for embedders a real load, so a file of another architecture is refused at once) and records
-the model in the catalog's ``model`` table, so runs can name the exact weights they used.
+and for embedders and perceptual networks a real load, so a file of another architecture is refused
+at once) and records the model in the catalog's ``model`` table, so runs can name the exact weights
+they used.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from synthdb.catalog.schema import Model
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.files import sha256_hex
-from synthdb.nets.cards import ModelCard, build_embedder, get_card, list_cards, locate_weights
+from synthdb.nets.cards import (
+    ModelCard,
+    build_embedder,
+    check_perceptual,
+    get_card,
+    list_cards,
+    locate_weights,
+)
 from synthdb.nets.fetch import fetch_weights
 
 
@@ -78,6 +86,8 @@ def _verify(card: ModelCard, path: Path) -> None:
         )
     if card.kind == "embedder":
         build_embedder(card, path)  # refuses truncated files and other architectures with a clear error
+    elif card.kind == "perceptual":
+        check_perceptual(card, path)  # the same for the two halves of LPIPS
 
 
 def add(ctx: Context, name: str, file: str | Path) -> Path:

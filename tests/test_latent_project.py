@@ -1,7 +1,8 @@
 """Projection (GAN inversion) with the UNTRAINED stylegan2-tiny generator and the real dlib embedder:
 recovery of the generator's own images, per-target independence of batched projection, the catalog
 output (links to the sources, latents, per-step losses), protocol/group selection, sharding and
-per-sample resume, and the CLI with --crop on real photos."""
+per-sample resume, the CLI with --crop on real photos, and the LPIPS perceptual loss once its two
+files are added (the real LPIPS heads on a formula VGG16 trunk, as in tests/test_lpips.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from synthdb import models
 from synthdb.catalog.runs import get_run, list_runs
 from synthdb.catalog.schema import Dataset, Identity, Sample, SampleIssue
 from synthdb.cli.main import cli
@@ -29,6 +31,7 @@ from synthdb.nets.generator import Generator
 from synthdb.sources.registry import import_named
 from synthdb.store.fsck import fsck
 from tests.test_importers import multipie_path
+from tests.test_lpips import GOLDEN, lpips_weight_files
 
 FAST = proj.ProjectionParams(name="proj", images=["-"], steps=2, w_avg_samples=1000, batch_size=4)
 
@@ -284,6 +287,12 @@ def test_cli_crops_real_photos_and_writes_videos(
     assert noface.exit_code == 1 and "cannot project" in noface.output and "noface_01.jpg" in noface.output
     both = CliRunner().invoke(cli, ["-w", ws, "project", photos[0], "--dataset", "x", "--name", "n"])
     assert both.exit_code == 1 and "one of the two" in both.output
+    (tmp_path / "a-file").write_text("not a directory")
+    video = CliRunner().invoke(
+        cli, [*args[:3], photos[0], *args[5:], "--name", "v", "--video", str(tmp_path / "a-file" / "v")]
+    )
+    assert video.exit_code == 1 and "cannot write the projection video" in video.output
+    assert "Traceback" not in video.output and projections(sqlite_ctx, "v") == []  # nothing half-committed
     assert fsck(sqlite_ctx).clean
 
 
@@ -304,3 +313,31 @@ def test_failed_image_run_resumes_where_it_stopped(
     assert get_run(sqlite_ctx.catalog, run.id).status == "succeeded"
     assert get_run(sqlite_ctx.catalog, run.id).summary == {"dataset": "imgs", "targets": 2, "projected": 1}
     assert [k for k, _, _ in projections(sqlite_ctx, "imgs")] == ["a.png", "b.png"]
+
+
+def test_lpips_is_the_perceptual_loss_once_its_files_are_added(
+    sqlite_ctx: Context, tmp_path: Path, generator: Generator
+) -> None:
+    ctx, ws = sqlite_ctx, str(sqlite_ctx.ws.root)
+    _, images = generated(generator, 1, seed=31)
+    Image.fromarray(proj.to_uint8(images)[0]).save(tmp_path / "t.png")
+    args = ["-w", ws, "project", str(tmp_path / "t.png"), "--steps", "6", "-q"]
+    refused = CliRunner().invoke(cli, [*args, "--name", "x", "--perceptual", "lpips"])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert "needs the weights of vgg16-imagenet and lpips-vgg-v0.1" in refused.output
+    assert "`synthdb models add vgg16-imagenet --file PATH`" in refused.output
+    assert list_runs(ctx.catalog) == []  # refused before a run starts
+    assert proj.choose_perceptual(ctx, FAST).perceptual == "embedder"  # the default without the files
+
+    files = lpips_weight_files(torch.load(GOLDEN, weights_only=True), tmp_path)
+    for name, path in zip(proj.LPIPS_CARDS, files, strict=True):
+        models.add(ctx, name, path)
+    result = CliRunner().invoke(cli, [*args, "--name", "lp"])  # the default is now lpips
+    assert result.exit_code == 0, result.output
+    assert "perceptual loss lpips" in result.output
+    (run,) = list_runs(ctx.catalog)
+    assert run.params["perceptual"] == "lpips"
+    steps = {r["step"]: r for r in runner.read_stats(ctx, run.id)}
+    first, last = steps[0], steps[6]
+    print(f"\nstep 0 -> 6: { ({t: (first[t], last[t]) for t in ('perceptual', 'pixel', 'loss')}) }")
+    assert last["perceptual"] < 0.8 * first["perceptual"] and last["loss"] < 0.8 * first["loss"]

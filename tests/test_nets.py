@@ -299,6 +299,8 @@ def test_shipped_cards_parse_and_cover_the_known_networks() -> None:
         "adaface_ir18_webface4m", "adaface_ir50_webface4m", "adaface_ir101_webface12m",
         "facenet-vggface2", "facenet-casia", "stylegan2-ffhq-1024", "stylegan2-ffhq-256",
         "stylegan3-t-ffhq-1024", "stylegan3-t-ffhqu-256", "stylegan3-r-ffhqu-256", "eg3d-ffhq512-128",
+        "vgg16-imagenet", "lpips-vgg-v0.1",
+        "stylegan2-rosinality-1024", "stylegan2-rosinality-256",
     }
     for card in list_cards():
         assert card.embedded or card.url.startswith("https://"), card.name

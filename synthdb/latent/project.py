@@ -8,12 +8,19 @@ Gaussian noise, and the loss is a perceptual distance plus a pixel distance plus
 regulariser (squared autocorrelation of every noise image at every pyramid level down to 8x8,
 weight 1e5); after each step every noise image is renormalised to zero mean and unit variance.
 
-Perceptual distance: the reference used NVIDIA's LPIPS VGG16, whose weights cannot be fetched here
-and have no model card. synthdb uses the embedder's own intermediate features instead (dlib-resnet by
-default: the outputs of its residual blocks) on the crop the embedder reads, each feature vector
-normalised over channels as LPIPS does, squared differences averaged over positions and summed over
-layers. The pixel distance is the mean squared error in [-1, 1] over the whole image (the FR crop
-sees only the face).
+Perceptual distance (``perceptual``): ``lpips``, as the reference, or ``embedder``. The reference
+called NVIDIA's ``vgg16.pkl`` (LPIPS v0.1 on VGG16) on images mapped to [0, 255] and area-resized to
+256x256 when larger, and took the squared L2 distance of its ``return_lpips`` features, which is the
+LPIPS distance. synthdb's ``lpips`` computes the same with its own LPIPS (:mod:`synthdb.nets.lpips`,
+whose features are that form: distance = squared L2) from the user-registered cards
+``vgg16-imagenet`` and ``lpips-vgg-v0.1``: the same area resize, in [-1, 1] (LPIPS's own input
+range; the map to [0, 255] and back is affine, so it commutes with the resize). ``embedder`` uses the
+embedder's own intermediate features (dlib-resnet by default: the outputs of its residual blocks) on
+the crop the embedder reads, each feature vector normalised over channels as LPIPS does, squared
+differences averaged over positions and summed over layers. The default is ``lpips`` when both LPIPS
+files are in the workspace, else ``embedder``; the choice is made when a run starts and stored in its
+params. The pixel distance is the mean squared error in [-1, 1] over the whole image (the FR crop
+sees only the face). The reference's loss had no pixel term (``--pixel-weight 0`` drops it).
 
 Noise images start as copies of the generator's constant noise buffers, one copy per target. The
 reference drew fresh N(0, 1) images (the same distribution); starting from the constant noise keeps
@@ -43,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +78,20 @@ from synthdb.faces.align import Cropper, ffhq_scaled, fixed_crop, resize
 from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
 from synthdb.generate import runner
-from synthdb.generate.image import load_generator
+from synthdb.generate.image import load_generator, to_uint8
+from synthdb.models import weights_path
+from synthdb.nets import lpips
+from synthdb.nets.cards import get_card
 from synthdb.nets.generator import Generator
 from synthdb.progress import progress_bar
 from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 
 SPACES = ("w", "w+")
+PERCEPTUAL = ("lpips", "embedder")
+#: the cards of LPIPS VGG16's two files: the trunk, then the heads
+LPIPS_CARDS = ("vgg16-imagenet", "lpips-vgg-v0.1")
+#: images larger than this are area-resized to it before LPIPS (reference spec 9.1, step 6)
+LPIPS_SIZE = 256
 #: per-step loss terms recorded in the stats shard, per target
 TERMS = ("loss", "perceptual", "pixel", "noise_reg")
 VIDEO_FRAMES = 100
@@ -90,6 +105,7 @@ class ProjectionParams:
     Targets are ``images`` (files) or the samples of ``dataset``, optionally restricted to the groups
     ``group`` of ``protocols`` (group ``train`` when protocols are given without one; ``all``: every
     group). ``crop``: detect and FFHQ-align photos first; otherwise targets must be aligned already.
+    ``perceptual``: ``lpips`` or ``embedder``; None picks one when the run starts (see the module).
     """
 
     name: str
@@ -99,6 +115,7 @@ class ProjectionParams:
     group: str | None = None
     generator: str = "stylegan2-tiny"
     embedder: str = "dlib-resnet"
+    perceptual: str | None = None
     space: str = "w"
     steps: int = 1000
     crop: bool = False
@@ -125,6 +142,8 @@ class ProjectionParams:
             raise SynthdbError("project needs image files or --dataset NAME (one of the two, not both)")
         if (self.protocols or self.group) and not self.dataset:
             raise SynthdbError("--protocol and --group select samples of --dataset: pass --dataset NAME")
+        if self.perceptual not in (None, *PERCEPTUAL):
+            raise SynthdbError(f"unknown perceptual loss {self.perceptual!r}: use {' or '.join(PERCEPTUAL)}")
         if self.space not in SPACES:
             raise SynthdbError(f"unknown latent space {self.space!r}: use {' or '.join(SPACES)}")
         if self.steps < 1 or self.batch_size < 1 or self.w_avg_samples < 2:
@@ -190,11 +209,65 @@ class EmbedderFeatures:
                 hook.remove()
         return [f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10) for f in captured]
 
-    @staticmethod
-    def distance(a: list[Tensor], b: list[Tensor]) -> Tensor:
-        """Per-image distance (N,): squared differences summed over channels, averaged over positions,
-        summed over layers."""
-        return sum((x - y).square().sum(1).mean((1, 2)) for x, y in zip(a, b, strict=True))
+    #: squared differences summed over channels, averaged over positions, summed over layers (as LPIPS)
+    distance = staticmethod(lpips.distance)
+
+
+class LpipsFeatures:
+    """LPIPS VGG16 features of generator images, as the reference's projector took them: images larger
+    than 256x256 area-resized to 256x256 first."""
+
+    def __init__(self, net: lpips.LPIPS) -> None:
+        self.net = net
+
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        """Features of images (N, 3, R, R) in [-1, 1]; differentiable."""
+        if images.shape[2] > LPIPS_SIZE:
+            images = F.interpolate(images, size=(LPIPS_SIZE, LPIPS_SIZE), mode="area")
+        return self.net(images)
+
+    #: their squared L2 distance is the LPIPS distance
+    distance = staticmethod(lpips.distance)
+
+
+Perceptual = EmbedderFeatures | LpipsFeatures
+
+
+def lpips_weights(ctx: Context) -> dict[str, Path | None]:
+    """Card name -> its weights file in the workspace (None: not added), for LPIPS's two cards."""
+    return {name: weights_path(ctx, get_card(name)) for name in LPIPS_CARDS}
+
+
+def lpips_files(ctx: Context) -> list[Path]:
+    """The workspace's LPIPS files (trunk, heads); the error names the missing cards and how to add them."""
+    found = lpips_weights(ctx)
+    if missing := [name for name, path in found.items() if path is None]:
+        raise SynthdbError(
+            f"--perceptual lpips needs the weights of {' and '.join(missing)}: add them with "
+            f"`synthdb models add {missing[0]} --file PATH` (the card, `synthdb models show {missing[0]}`, "
+            "says where to get it), or use --perceptual embedder"
+        )
+    return [path for path in found.values() if path is not None]
+
+
+def choose_perceptual(ctx: Context, params: ProjectionParams) -> ProjectionParams:
+    """``params`` with its perceptual loss decided: by default lpips when both its files are in the
+    workspace, else embedder; an explicit lpips without them is an error."""
+    if params.perceptual is None:
+        ready = all(path is not None for path in lpips_weights(ctx).values())
+        return replace(params, perceptual="lpips" if ready else "embedder")
+    if params.perceptual == "lpips":
+        lpips_files(ctx)  # fail before the run starts
+    return params
+
+
+def load_perceptual(ctx: Context, params: ProjectionParams, generator: Generator) -> Perceptual:
+    """The feature extractor of a run whose perceptual loss is decided (:func:`choose_perceptual`)."""
+    if params.perceptual == "lpips":
+        trunk, heads = lpips_files(ctx)
+        net = lpips.LPIPS.from_files(trunk, heads, get_card(LPIPS_CARDS[1]).sha256, params.device)
+        return LpipsFeatures(net)
+    return EmbedderFeatures(Embedder.load(params.embedder, device=params.device), generator.img_resolution)
 
 
 def noise_regularization(noise: Sequence[Tensor]) -> Tensor:
@@ -230,14 +303,21 @@ class Projection:
 class Projector:
     """Projects batches of aligned targets into one generator's W or W+ space."""
 
-    def __init__(self, generator: Generator, embedder: Embedder, params: ProjectionParams) -> None:
+    def __init__(
+        self, generator: Generator, perceptual: Embedder | Perceptual, params: ProjectionParams
+    ) -> None:
+        """``perceptual``: the features of the perceptual loss, or an embedder whose features they are."""
         if generator.c_dim:
             raise SynthdbError(
                 f"{generator.describe()} is conditional (c_dim {generator.c_dim}): projection needs a "
                 "camera label for it, which synthdb cannot estimate yet"
             )
         self.generator, self.params = generator, params
-        self.features = EmbedderFeatures(embedder, generator.img_resolution)
+        self.features = (
+            EmbedderFeatures(perceptual, generator.img_resolution)
+            if isinstance(perceptual, Embedder)
+            else perceptual
+        )
         self.w_avg, self.w_std = w_statistics(generator, params.w_avg_samples, params.seed)
         synthesis = generator.network.synthesis
         self.noise_const = {
@@ -348,17 +428,18 @@ def _frame(target: Tensor, images: Tensor) -> np.ndarray:
     return to_uint8(pair)
 
 
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounded."""
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def write_video(path: Path, frames: np.ndarray, duration_ms: int = 40) -> Path:
     """An animated GIF of frames (F, H, W, 3) uint8: no video encoder is a synthdb dependency, PIL
     writes GIF."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     first, *rest = [Image.fromarray(f) for f in frames]
-    first.save(path, save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        first.save(path, save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    except OSError as error:
+        raise SynthdbError(
+            f"cannot write the projection video {path} ({error.strerror or error}): pass a writable --video "
+            "directory; projections committed so far are kept"
+        ) from None
     return path
 
 
@@ -508,6 +589,7 @@ def project(
 ) -> int:
     """Run (or, with ``run_id``, resume) one shard of a projection run; return the run id."""
     params.check()
+    params = choose_perceptual(ctx, params)
     source = dataset_id(ctx.catalog, params.dataset) if params.dataset else None
     targets = (
         dataset_targets(ctx, params.dataset, params.protocols, params.group)
@@ -545,7 +627,7 @@ def _project_units(
 ) -> int:
     """Project and commit each unit's pending targets; return how many were projected."""
     generator = load_generator(params.generator, ctx.ws.root, params.device)
-    projector = Projector(generator, Embedder.load(params.embedder, device=params.device), params)
+    projector = Projector(generator, load_perceptual(ctx, params, generator), params)
     cropper = (
         Cropper(params.detector, ffhq_scaled(generator.img_resolution), value_range=(0.0, 255.0))
         if params.crop
@@ -566,11 +648,11 @@ def _project_units(
             if ok:
                 frames = VIDEO_FRAMES if params.video else 0
                 result = projector.project(images, [t.key for t in ok], advance, frames)
-            _commit_unit(ctx, params, generator, dataset, run_id, f"targets/{start:06d}", ok, result, failed)
-            if result is not None and result.frames is not None:
+            if result is not None and result.frames is not None:  # before the commit: a resume redoes them
                 for i, target in enumerate(ok):
                     name = Path(target.key.replace("/", "_")).stem
                     write_video(Path(params.video) / f"{name}.gif", result.frames[:, i])
+            _commit_unit(ctx, params, generator, dataset, run_id, f"targets/{start:06d}", ok, result, failed)
             advance((count - len(ok)) * params.steps)
             projected += len(ok)
             runs.set_progress(ctx.catalog, run_id, finished / max(total, 1))

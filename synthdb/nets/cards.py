@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from synthdb.errors import SynthdbError
-from synthdb.nets import adaface, facenet, iresnet
+from synthdb.nets import adaface, facenet, iresnet, lpips
 from synthdb.nets.dlib_resnet import load_dlib_resnet
 from synthdb.nets.weights import load_weights
 
@@ -85,8 +85,13 @@ _BY_KIND: dict[str, dict[str, type | tuple[type, ...]]] = {
     "embedder": {"output_dims": int, "pixel_mean": (int, float), "pixel_std": (int, float)},
     "detector": {},
     "landmarks": {"points": int},
+    "perceptual": {},
 }
 KINDS = tuple(_BY_KIND)
+
+#: Architecture name -> loader (path, sha256, model) of every perceptual-loss file a card may name: the two
+#: halves of LPIPS VGG16 (see :mod:`synthdb.nets.lpips`).
+PERCEPTUAL: dict[str, Callable[..., object]] = {"vgg16": lpips.load_vgg16, "lpips_vgg_lin": lpips.load_heads}
 
 
 def parse_card(text: str, source: str) -> ModelCard:
@@ -123,6 +128,8 @@ def parse_card(text: str, source: str) -> ModelCard:
     if kind == "embedder" and data["architecture"] not in {*EMBEDDERS, DLIB_RESNET}:
         raise bad(f"unknown embedder architecture {data['architecture']!r}; known: "
                   f"{', '.join(sorted({*EMBEDDERS, DLIB_RESNET}))}")
+    if kind == "perceptual" and data["architecture"] not in PERCEPTUAL:
+        raise bad(f"unknown perceptual architecture {data['architecture']!r}; known: {', '.join(PERCEPTUAL)}")
     floats = {k: float(data[k]) for k in ("pixel_mean", "pixel_std") if k in data}
     return ModelCard(**{**data, **floats})
 
@@ -194,3 +201,8 @@ def build_embedder(card: ModelCard | str, weights_path: str | Path | None = None
                               model=card.name)
     return module.requires_grad_(False).eval()
 
+
+
+def check_perceptual(card: ModelCard, path: str | Path) -> None:
+    """Load a perceptual card's file as its architecture: refuses other networks' files with a clear error."""
+    PERCEPTUAL[card.architecture](path, card.sha256, model=card.name)

@@ -11,8 +11,9 @@ translate an NVIDIA pickle of it; ``Generator.load`` accepts
 
 - the name of a tiny random-initialised configuration (:data:`TINY`, e.g. ``stylegan2-tiny``): untrained,
   built from a fixed seed, for tests, demos and CPU benchmarks, since no face generator ships with synthdb;
-- a file: an NVIDIA network pickle (read by :mod:`synthdb.nets.pickles`, never executed) or a file written
-  by :meth:`Generator.save` (``torch.load(weights_only=True)``);
+- a file: an NVIDIA network pickle (read by :mod:`synthdb.nets.pickles`, never executed), a file written
+  by :meth:`Generator.save` or a rosinality/stylegan2-pytorch checkpoint (translated by
+  :mod:`synthdb.nets.rosinality`; both ``torch.load(weights_only=True)``);
 - a generator model card name, whose file is looked up in a models directory.
 
 StyleGAN3 and EG3D plug in by adding an :class:`Architecture` to :data:`ARCHITECTURES` (and tiny
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from synthdb.errors import SynthdbError
-from synthdb.nets import eg3d, stylegan2, stylegan3
+from synthdb.nets import eg3d, rosinality, stylegan2, stylegan3
 from synthdb.nets.pickles import PickledModule, read_pickled_module
 
 FILE_FORMAT = "synthdb-generator"
@@ -269,6 +270,8 @@ class Generator(nn.Module):
         self.kwargs = dict(kwargs)
         self.name = name
         self.untrained = untrained
+        #: how a translated file was read (e.g. where its w_avg came from), for describe(); "" otherwise
+        self.origin = ""
 
     # attributes of the reference API
     @property
@@ -309,6 +312,8 @@ class Generator(nn.Module):
             if self.name in TINY
             else f"{self.architecture.name} {self.img_resolution}x{self.img_resolution}"
         )
+        if self.origin:
+            what = f"{what}, {self.origin}"
         return (
             f"{label} ({what}, UNTRAINED: random weights, images are not faces)"
             if self.untrained
@@ -465,8 +470,9 @@ class Generator(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path, name: str = "", architecture: str | None = None) -> Generator:
-        """An NVIDIA network pickle (its ``G_ema``) or a file written by :meth:`save`; ``name`` (a model
-        card's) overrides the file's, and ``architecture`` is what the file must hold (the card's)."""
+        """An NVIDIA network pickle (its ``G_ema``), a file written by :meth:`save` or a rosinality
+        checkpoint (its ``g_ema``); ``name`` (a model card's) overrides the file's, and ``architecture`` is
+        what the file must hold (the card's)."""
         path = Path(path)
         with open(path, "rb") as f:
             head = f.read(len(_ZIP_MAGIC))
@@ -495,13 +501,16 @@ class Generator(nn.Module):
     @classmethod
     def _from_saved(cls, path: Path) -> Generator:
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(rosinality.SAFE_GLOBALS)):
+                payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for bad files; all mean the same to the user
             reason = str(error).split("\n")[0] or type(error).__name__
             raise SynthdbError(
                 f"{path} is not a readable synthdb generator file ({reason}): write it with "
-                "Generator.save, or pass an NVIDIA network pickle"
+                "Generator.save, or pass an NVIDIA network pickle or a rosinality checkpoint"
             ) from None
+        if rosinality.is_checkpoint(payload):
+            return cls._from_rosinality(payload, path)
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise SynthdbError(
                 f"{path} is a torch file but not a synthdb generator (no format = "
@@ -522,6 +531,23 @@ class Generator(nn.Module):
             name=payload.get("name", ""),
             untrained=bool(payload.get("untrained", False)),
         )
+
+    @classmethod
+    def _from_rosinality(cls, payload: dict[str, Any], path: Path) -> Generator:
+        """A rosinality checkpoint's ``g_ema`` as our StyleGAN2; its stored noise becomes the const noise.
+        ``w_avg`` is the checkpoint's ``latent_avg``, or else a seeded estimate, and describe() says which."""
+        kwargs, state, has_w_avg = rosinality.translate(payload, path)
+        arch = ARCHITECTURES["stylegan2"]
+        network = _build(arch, kwargs, state, path)
+        if not has_w_avg:
+            rosinality.estimate_w_avg(network)
+        generator = cls(network, arch.name, kwargs)
+        generator.origin = "rosinality checkpoint, w_avg " + (
+            "from its latent_avg"
+            if has_w_avg
+            else f"estimated from {rosinality.W_AVG_SAMPLES} seeded z (it has no latent_avg)"
+        )
+        return generator
 
 
 def _detect(record: PickledModule, path: Path) -> Architecture:
