@@ -133,6 +133,13 @@ def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
 @click.option("--langevin-random-force", "-eta0", default=0.01, show_default=True)
 @click.option("--langevin-latent-force", "-kl", default=0.0, show_default=True)
 @click.option("--langevin-avoid-radius", type=float, help="Radius around --avoid embeddings (default: r0).")
+@click.option(
+    "--langevin-whole-graph/--langevin-bounded-memory",
+    default=True,
+    show_default=True,
+    help="Bounded: a no-grad pass plus one backward per batch (for generators too large to hold every "
+    "identity's graph); the same forces up to float rounding.",
+)
 @_model_options
 @pass_options
 def generate_references_cmd(opts: Options, **kw: object) -> None:

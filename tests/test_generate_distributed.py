@@ -110,6 +110,23 @@ def test_two_ranks_equal_one_process_fresh_and_resumed(sqlite_ctx: Context) -> N
     assert fsck(ctx).clean
 
 
+def test_two_ranks_equal_one_process_with_bounded_memory(sqlite_ctx: Context) -> None:
+    """The bounded-memory path (a no-grad pass, then one backward per batch) splits its row offsets by
+    rank differently from the whole-graph path: it too equals one process bit for bit."""
+    ctx = sqlite_ctx
+    bounded = replace(PARAMS, langevin=replace(PARAMS.langevin, whole_graph=False))
+    with one_thread():
+        generate_references(ctx, bounded)
+    torchrun(
+        ctx.ws.root, "generate", "references", "--name", "two", "--num-identities", "5", "--batch-size", "2",
+        "--ict", "0.25", "--langevin-iterations", "3", "-r0", "0.5", "--langevin-bounded-memory", "-q",
+    )  # fmt: skip
+    for content in ("latent", "embedding"):
+        _, got = vectors(ctx, "two", content)
+        _, want = vectors(ctx, "one", content)
+        assert np.array_equal(got, want)
+
+
 def test_identities_are_dealt_to_ranks_in_whole_batches() -> None:
     assert [Group(r, 3).split(10, 2).rows for r in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert [Group(r, 2).split(5, 2).rows for r in range(2)] == [slice(0, 4), slice(4, 5)]
