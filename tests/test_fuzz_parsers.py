@@ -1,10 +1,12 @@
 """Fuzzing the parsers of untrusted files with hypothesis: only synthdb's clean errors, never a crash or hang.
 
 Covered: the dlib ``.dat`` reader, the restricted unpickler, the HDF5 samples reader, the FFHQ JSON
-decoder, and the file-name and path parsers importers run on every file. Examples are bounded in
+decoder, the RecordIO ``.rec``/``.idx`` reader, and the file-name and path parsers importers run on every
+file. Examples are bounded in
 ``make test`` and larger under ``SYNTHDB_STRESS=1``; every example has a deadline, so a hang fails.
 Declared lengths larger than the file fail cleanly: the dlib reader checks them against the file
-before reading; the unpickler's allocation for a huge declared length ends as a clean error.
+before reading, and so does the RecordIO reader; the unpickler's allocation for a huge declared length
+ends as a clean error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from synthdb.errors import SynthdbError
+from synthdb.export.recordio import MAGIC_BYTES, RecordReader, frame, pack
 from synthdb.nets.dlib_dat import read_dlib_dat
 from synthdb.nets.pickles import read_network_pickle
 from synthdb.sources.common import safe_relpath
@@ -30,7 +33,7 @@ from tests.stress.harness import FULL, STATS
 
 FUZZ = settings(
     max_examples=1000 if FULL else 60,
-    deadline=5000,  # ms per example: a parser that loops on its input fails here
+    deadline=30_000,  # ms per example: a parser that loops on its input fails; a busy machine does not
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     derandomize=not FULL,  # `make test` replays the same inputs; the stress run explores
 )
@@ -165,6 +168,89 @@ def test_ffhq_json_decoder_fails_cleanly(text: str, depth: int) -> None:
         except SynthdbError:
             pass
     STATS["inputs_fuzzed"] += 2
+
+
+def _recordio() -> tuple[bytes, bytes]:
+    """A small insightface ``train.rec``/``train.idx`` as our exporter lays it out; one image's data holds
+    the magic word at an aligned offset, so that record is cut in parts."""
+    payloads = [
+        pack((3.0, 4.0), 0),
+        pack(0.0, 1, b"\xff\xd8" + bytes(30)),
+        pack(0.0, 2, b"abcd" + MAGIC_BYTES),
+        pack((1.0, 3.0), 3),
+    ]
+    rec, idx = b"", b""
+    for key, payload in enumerate(payloads):
+        idx += f"{key}\t{len(rec)}\n".encode()
+        rec += frame(payload)
+    return rec, idx
+
+
+REC, IDX = _recordio()
+PART = st.tuples(
+    st.booleans(),  # a real magic word, or a damaged one
+    st.integers(0, 7),  # cflag: 0-3 are defined
+    st.one_of(st.integers(0, 80), st.integers(0, (1 << 29) - 1)),  # declared length: small, or up to 512 MiB
+    st.binary(max_size=80),  # what actually follows
+)
+INDEX_TEXT = st.lists(
+    st.one_of(
+        st.tuples(st.integers(-2, 6), st.integers(-8, len(REC) + 8)).map(lambda ko: f"{ko[0]}\t{ko[1]}"),
+        st.text(alphabet="0123456789\t -x", max_size=12),
+    ),
+    max_size=8,
+).map(lambda lines: "\n".join(lines).encode())
+
+
+def _read_all(scratch: Path, rec: bytes, idx: bytes | None) -> int | None:
+    """How many records read back, by the index when there is one; None after a clean error, which must
+    be one line naming one of the two files."""
+    rec_path = _file(scratch, "train.rec", rec)
+    idx_path = _file(scratch, "train.idx", idx) if idx is not None else None
+    try:
+        with RecordReader(rec_path, idx_path) as reader:
+            records = list(reader)
+    except SynthdbError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(str(scratch)), exc
+        return None
+    assert all(len(record.data) <= len(rec) for record in records)
+    return len(records)
+
+
+@FUZZ
+@given(
+    cut=st.integers(0, len(REC)),
+    flips=st.lists(st.tuples(st.integers(0, len(REC) - 1), st.integers(1, 255)), max_size=3),
+    tail=st.binary(max_size=24),
+    index=st.one_of(st.none(), st.just(IDX), INDEX_TEXT),
+)
+def test_recordio_reader_on_damaged_exports(
+    scratch: Path, cut: int, flips: list[tuple[int, int]], tail: bytes, index: bytes | None
+) -> None:
+    data = bytearray(REC[:cut] + tail)
+    for at, mask in flips:
+        if at < len(data):
+            data[at] ^= mask
+    read = _read_all(scratch, bytes(data), index)
+    if data == REC and index in (None, IDX):
+        assert read == 4
+    STATS["inputs_fuzzed"] += 1
+
+
+@FUZZ
+@given(parts=st.lists(PART, max_size=6), index=st.one_of(st.none(), INDEX_TEXT))
+def test_recordio_reader_on_crafted_parts(
+    scratch: Path, parts: list[tuple[bool, int, int, bytes]], index: bytes | None
+) -> None:
+    """Records put together part by part with lying length words and flags, read with and without an index."""
+    data = b"".join(
+        (
+            MAGIC_BYTES if real else MAGIC_BYTES[::-1]
+        )  # big-endian: what a byte-order mix-up writes + struct.pack("<I", cflag << 29 | length) + body
+        for real, cflag, length, body in parts
+    )
+    _read_all(scratch, data, index)
+    STATS["inputs_fuzzed"] += 1
 
 
 UTK_NAME = r"\d{1,3}_[01]_[0-4]_\d{8,17}\.jpg(\.chip\.jpg)?"

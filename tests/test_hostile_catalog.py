@@ -158,6 +158,7 @@ def test_full_disk_during_a_shard_write_loses_nothing(sqlite_ctx: Context) -> No
     assert fsck.fsck(ctx).clean  # the staged file was removed too
     STATS["hostile_inputs"] += 1
     STATS["faults_injected"] += 1
+    STATS["faults_injected[full disk]"] += 1
 
 
 KILLED_IMPORT = """
@@ -193,6 +194,7 @@ def test_import_killed_after_its_dataset_row_resumes_on_rerun(sqlite_ctx: Contex
         statuses = conn.execute(sa.select(Run.status).order_by(Run.id)).scalars().all()
     assert statuses == ["interrupted", "succeeded"]  # the killed run is closed, not left running
     STATS["faults_injected"] += 1
+    STATS["faults_injected[import killed after its dataset row]"] += 1
 
 
 KILLED_REBUILD = """
@@ -235,3 +237,4 @@ def test_index_file_left_by_a_killed_rebuild_is_found_and_collected(sqlite_ctx: 
     assert fsck.gc(ctx, min_age=0).removed_files == report.orphans
     assert fsck.fsck(ctx).clean and len(list((ctx.store.root / "indexes").iterdir())) == 1
     STATS["faults_injected"] += 1
+    STATS["faults_injected[index rebuild killed]"] += 1

@@ -1,6 +1,6 @@
 """insightface training data: MXNet IndexedRecordIO ``train.rec``/``train.idx``, ``property``, ``train.meta``.
 
-Written here byte by byte, without mxnet, from the format's definition (dmlc-core ``recordio.cc`` and
+Written and read here byte by byte, without mxnet, from the format's definition (dmlc-core ``recordio.cc`` and
 ``mxnet.recordio``):
 
 * a record on disk is the magic word ``0xced7230a``, a length word ``cflag << 29 | length``, the
@@ -23,13 +23,22 @@ and their lengths committed to the state file. A re-run truncates them to those 
 Header 0 is written first with a placeholder and its labels patched in place at the end (its size
 never changes: a positive float32 never equals the magic word), so the bytes do not depend on where a
 run was interrupted.
+
+:class:`RecordReader` reads such files back (ours, to verify an export, or a downloaded insightface
+``train.rec``). The files may be hostile: every length and offset is checked against the file's size
+before anything is read, so a damaged or crafted file costs at most its own size in memory and ends in
+one :class:`SynthdbError` naming the file, the byte and the fix.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import struct
-from typing import Any, BinaryIO
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -44,6 +53,10 @@ LABEL_PATCH_OFFSET = 8 + IR_HEADER.size
 """Where header 0's two float32 labels sit in ``train.rec``: after the magic/length words and IRHeader."""
 FLOAT32_EXACT = 1 << 24
 """Record indices are stored as float32 labels in the header records: exact up to 2**24."""
+LENGTH_BITS = 29
+"""The length word holds ``cflag << 29 | length``: parts are under 512 MiB."""
+WHOLE, FIRST, MIDDLE, LAST = range(4)
+"""The cflag of a part: a whole record, or the first, a middle or the last part of a cut one."""
 
 
 def frame(payload: bytes) -> bytes:
@@ -56,13 +69,13 @@ def frame(payload: bytes) -> bytes:
             continue
         parts += [
             MAGIC_BYTES,
-            struct.pack("<I", (1 if start == 0 else 2) << 29 | (found - start)),
+            struct.pack("<I", (FIRST if start == 0 else MIDDLE) << LENGTH_BITS | (found - start)),
             payload[start:found],
         ]
         start = search = found + 4
     parts += [
         MAGIC_BYTES,
-        struct.pack("<I", (3 if start else 0) << 29 | (len(payload) - start)),
+        struct.pack("<I", (LAST if start else WHOLE) << LENGTH_BITS | (len(payload) - start)),
         payload[start:],
         b"\0" * (-len(payload) % 4),
     ]
@@ -74,6 +87,170 @@ def pack(label: float | tuple[float, ...], record_id: int, data: bytes = b"") ->
     if isinstance(label, tuple):
         return IR_HEADER.pack(len(label), 0.0, record_id, 0) + np.asarray(label, "<f4").tobytes() + data
     return IR_HEADER.pack(0, float(label), record_id, 0) + data
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+INDEX_LINE = re.compile(rb"(\d{1,19})\t(\d{1,19})")
+"""A ``train.idx`` line, surrounding whitespace stripped: ``key<TAB>offset``, as mxnet writes it."""
+REFETCH = "re-export it (synthdb export --format recordio) or download it again"
+
+
+class Record(NamedTuple):
+    """A record read back: its ``.idx`` key (None in a scan without the index), the byte it starts at,
+    and its IRHeader (a float label, or a tuple when the header has ``flag`` labels) and data."""
+
+    key: int | None
+    offset: int
+    label: float | tuple[float, ...]
+    id: int
+    id2: int
+    data: bytes
+
+
+class RecordReader:
+    """A ``.rec`` file and, when given, its ``.idx``, opened to read records back.
+
+    Without an index, iteration scans the file from byte 0 as ``mxnet.recordio.MXRecordIO`` does, which
+    also proves the file holds nothing but whole records. With one, ``reader[key]`` reads the record at
+    the key's offset (how insightface's ``MXFaceDataset`` reads) and iteration follows the index's lines.
+    The file is read with seeks, never whole: datasets run to hundreds of GB.
+    """
+
+    def __init__(
+        self, path_rec: str | os.PathLike[str], path_idx: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.path = Path(path_rec)
+        try:
+            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - close() closes it
+        except OSError as exc:
+            raise SynthdbError(
+                f"cannot read RecordIO file {self.path}: {exc.strerror}: pass a .rec file"
+            ) from None
+        self.size = os.fstat(self._file.fileno()).st_size
+        try:
+            self.index = read_index(path_idx, self.size) if path_idx is not None else None
+        except SynthdbError:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> RecordReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[Record]:
+        if self.index is None:
+            offset = 0
+            while offset < self.size:
+                payload, after = self._payload(offset, "")
+                yield self._record(None, offset, payload, "")
+                offset = after
+        else:
+            for key in self.index:
+                yield self[key]
+
+    def __getitem__(self, key: int) -> Record:
+        if self.index is None:
+            raise SynthdbError(f"{self.path} was opened without its .idx file: pass path_idx to read by key")
+        if key not in self.index:
+            raise SynthdbError(f"{self.path}: its index has no record {key}: {REFETCH}")
+        offset, where = self.index[key], f" (index key {key})"
+        return self._record(key, offset, self._payload(offset, where)[0], where)
+
+    def payload_at(self, offset: int) -> tuple[bytes, int]:
+        """The logical record starting at byte ``offset`` (parts joined again with the magic words they
+        were cut at), and the offset after it."""
+        return self._payload(offset, "")
+
+    def _payload(self, offset: int, where: str) -> tuple[bytes, int]:
+        parts: list[bytes] = []
+        at = offset
+        while True:
+            magic, word = struct.unpack("<II", self._read(at, 8, where))
+            if magic != MAGIC:
+                raise self._damaged(at, where, "no record starts there (no magic word 0xced7230a)")
+            cflag, length = word >> LENGTH_BITS, word & ((1 << LENGTH_BITS) - 1)
+            if cflag not in ((MIDDLE, LAST) if parts else (WHOLE, FIRST)):
+                state = "inside a record cut in parts" if parts else "where a record begins"
+                raise self._damaged(at, where, f"part flag {cflag} {state}")
+            padded = length + -length % 4
+            if padded > self.size - at - 8:  # checked before reading: a length word may claim 512 MiB
+                raise self._damaged(at, where, f"a part of {length} bytes runs past the end of the file")
+            parts.append(self._read(at + 8, length, where))
+            at += 8 + padded
+            if cflag in (WHOLE, LAST):
+                return MAGIC_BYTES.join(parts), at
+
+    def _read(self, offset: int, count: int, where: str) -> bytes:
+        self._file.seek(offset)
+        data = self._file.read(count)
+        if len(data) != count:
+            raise self._damaged(offset, where, "the file ends inside a record")
+        return data
+
+    def _record(self, key: int | None, offset: int, payload: bytes, where: str) -> Record:
+        if len(payload) < IR_HEADER.size:
+            raise self._damaged(offset, where, f"a {len(payload)}-byte record is shorter than its IRHeader")
+        flag, label, record_id, id2 = IR_HEADER.unpack_from(payload)
+        if flag == 0:
+            return Record(key, offset, label, record_id, id2, payload[IR_HEADER.size :])
+        end = IR_HEADER.size + 4 * flag
+        if end > len(payload):
+            raise self._damaged(offset, where, f"the IRHeader declares {flag} labels past the record's end")
+        labels = tuple(np.frombuffer(payload, "<f4", flag, IR_HEADER.size).tolist())
+        return Record(key, offset, labels, record_id, id2, payload[end:])
+
+    def _damaged(self, offset: int, where: str, what: str) -> SynthdbError:
+        return SynthdbError(
+            f"{self.path} is not readable RecordIO at byte {offset}{where}: {what}: {REFETCH}"
+        )
+
+
+def read_index(path_idx: str | os.PathLike[str], rec_size: int) -> dict[int, int]:
+    """``train.idx`` as ``{key: offset}`` in line order, every line checked against the ``.rec`` size."""
+    path = Path(path_idx)
+    index: dict[int, int] = {}
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                match = INDEX_LINE.fullmatch(line)
+                if match is None:
+                    problem = f"{line[:40]!r} is not 'key<TAB>offset'"
+                else:
+                    key, offset = int(match[1]), int(match[2])
+                    if key in index:
+                        problem = f"key {key} is listed twice"
+                    elif offset + 8 > rec_size:
+                        problem = f"offset {offset} is past the end of the {rec_size}-byte .rec file"
+                    else:
+                        index[key] = offset
+                        continue
+                raise SynthdbError(
+                    f"{path} line {number}: {problem}: pass the .idx written with this .rec, "
+                    "or read the .rec without an index"
+                )
+    except OSError as exc:
+        raise SynthdbError(f"cannot read RecordIO index {path}: {exc.strerror}: pass a .idx file") from None
+    return index
+
+
+def read_records(
+    path_rec: str | os.PathLike[str], path_idx: str | os.PathLike[str] | None = None
+) -> Iterator[Record]:
+    """Every record of a ``.rec`` file: in file order, or in the index's order when ``path_idx`` is given."""
+    with RecordReader(path_rec, path_idx) as reader:
+        yield from reader
+
+
+# ------------------------------------------------------------------------------------------------ writing
 
 
 class _RecordFiles:

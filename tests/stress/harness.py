@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -124,13 +125,30 @@ class Kill:
     killed: bool  # False when the command finished before the delay ran out
 
 
-def run_killed(ws: Path, args: list[str], seed: int, timing: Timing) -> Kill:
+def command_name(args: list[str]) -> str:
+    """The CLI command ``args`` start with (``embed``, ``import imagefolder``, ``index build``...), as the
+    report counts trials per command."""
+    from synthdb.cli.main import cli
+
+    group, words = cli, []
+    for word in args:
+        sub = group.commands.get(word) if isinstance(group, click.Group) else None
+        if sub is None:
+            break
+        group, words = sub, [*words, word]
+    return " ".join(words)
+
+
+def run_killed(ws: Path, args: list[str], seed: int, timing: Timing, delay: float | None = None) -> Kill:
     """Start ``synthdb args`` and SIGKILL it at a seeded random point of its writing phase: once its run
-    row appears, after a delay uniform over the writing time of the uninterrupted run."""
-    delay = random.Random(seed).uniform(0.0, 1.0) * max(timing.total - timing.startup, 0.05)
+    row appears, after a delay uniform over the writing time of the uninterrupted run (or ``delay``)."""
+    if delay is None:
+        delay = random.Random(seed).uniform(0.0, 1.0) * max(timing.total - timing.startup, 0.05)
     with Context.open(ws) as ctx:
         proc, began = _launch(ws, args, ctx)
+    name = command_name(args)
     STATS["trials"] += 1
+    STATS[f"trials[{name}]"] += 1
     if began is not None:
         try:
             proc.wait(timeout=delay)
@@ -138,6 +156,7 @@ def run_killed(ws: Path, args: list[str], seed: int, timing: Timing) -> Kill:
             os.kill(proc.pid, signal.SIGKILL)
             proc.communicate()
             STATS["faults_injected"] += 1
+            STATS[f"faults_injected[{name}]"] += 1
             return Kill(delay, True)
     _finish(proc, args)
     return Kill(delay, False)

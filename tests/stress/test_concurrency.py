@@ -26,7 +26,7 @@ from synthdb.store import fsck
 from tests.stress.harness import FULL, STATS, WRITERS, clean_env, command, synthdb
 
 COMMITS, ROWS = (40, 100) if FULL else (6, 20)
-# Each variations writer is a torch process (~4 s of CPU to start): `make test` runs 3 per engine.
+# Each variations writer is a torch process (~4 s of CPU to start): `make test` runs 3, on SQLite.
 SHARDS = WRITERS if FULL else 3
 
 WRITER = r"""
@@ -61,6 +61,11 @@ def _wait_all(procs: list[subprocess.Popen]) -> None:
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
         assert "locked" not in err.lower() and "traceback" not in err.lower(), err
+
+
+def _count_rows(ctx: Context, rows: int) -> None:
+    STATS["rows_written_concurrently"] += rows
+    STATS[f"rows_written_concurrently[{ctx.catalog.dialect}]"] += rows
 
 
 def test_commit_writers_lose_nothing(ctx: Context) -> None:
@@ -101,7 +106,7 @@ def test_commit_writers_lose_nothing(ctx: Context) -> None:
         w, c, r = (int(part[1:]) for part in by_id[sid].split("/"))
         assert (tag, row) == (w * 1000 + c, r)
     assert len(seen) == len(want) and fsck.fsck(ctx).clean
-    STATS["rows_written_concurrently"] += len(want)
+    _count_rows(ctx, len(want))
 
 
 def test_imports_of_separate_datasets(ctx: Context, tmp_path: Path) -> None:
@@ -130,7 +135,7 @@ def test_imports_of_separate_datasets(ctx: Context, tmp_path: Path) -> None:
         statuses = conn.execute(sa.select(Run.status)).scalars().all()
     assert counts == {f"ds{w}": 12 for w in range(WRITERS)}
     assert statuses == ["succeeded"] * WRITERS
-    STATS["rows_written_concurrently"] += sum(counts.values())
+    _count_rows(ctx, sum(counts.values()))
 
 
 def test_sharded_variations_writers(ctx: Context) -> None:
@@ -158,14 +163,14 @@ def test_sharded_variations_writers(ctx: Context) -> None:
                 "--shard-index",
                 str(w),
                 "--num-shards",
-                str(WRITERS),
+                str(SHARDS),
             ),  # fmt: skip
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=_env(ctx),
         )
-        for w in range(WRITERS)
+        for w in range(SHARDS)
     ]
     _wait_all(procs)
     sample, dataset, shard = Sample.__table__, Dataset.__table__, Shard.__table__
@@ -182,4 +187,4 @@ def test_sharded_variations_writers(ctx: Context) -> None:
     assert sorted(keys) == sorted(want) and embedded == len(want)  # every shard's rows, once
     assert datasets == 2  # the shards shared one output dataset
     assert fsck.fsck(ctx).clean
-    STATS["rows_written_concurrently"] += len(keys)
+    _count_rows(ctx, len(keys))
