@@ -435,12 +435,8 @@ def tiny_init(net: nn.Module) -> None:
     superresolved image mostly inside [-1, 1]) and ``w_avg`` at the mean w of 4096 random z conditioned on
     the frontal camera, so truncation pulls towards a real centre."""
     assert isinstance(net, EG3DGenerator)
+    stylegan2.liven_fresh_weights(net)
     with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.endswith("noise_strength"):
-                param.copy_(torch.randn([]) * 0.3)
-            elif name.endswith("torgb.weight"):
-                param.mul_(0.2)
         z = torch.randn(4096, net.z_dim)
         c = net.camera().expand(4096, -1)
         net.w_avg.copy_(net.mapping(z, c)[:, 0].mean(dim=0))

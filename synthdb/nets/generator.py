@@ -103,17 +103,11 @@ def _stylegan2_from_pickle(record: PickledModule) -> dict[str, Any]:
 
 
 def _stylegan2_tiny_init(net: nn.Module) -> None:
-    """Noise strengths drawn at random (NVIDIA starts them at zero, which would hide the noise inputs),
-    ToRGB weights scaled by 0.2 (the summed skip outputs of a fresh network have a standard deviation near
-    3; this brings images to about 0.6, mostly inside [-1, 1], so saved PNGs are not saturated), and
-    ``w_avg`` set to the mean w of 4096 random z, so truncation pulls towards a real centre."""
+    """:func:`~synthdb.nets.stylegan2.liven_fresh_weights`, and ``w_avg`` set to the mean w of 4096
+    random z, so truncation pulls towards a real centre."""
     assert isinstance(net, stylegan2.StyleGAN2Generator)
+    stylegan2.liven_fresh_weights(net)
     with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.endswith("noise_strength"):
-                param.copy_(torch.randn([]) * 0.3)
-            elif name.endswith("torgb.weight"):
-                param.mul_(0.2)
         z = torch.randn(4096, net.z_dim)
         c = torch.randn(4096, net.c_dim) if net.c_dim else None
         net.mapping.w_avg.copy_(net.mapping(z, c)[:, 0].mean(dim=0))

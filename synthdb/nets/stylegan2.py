@@ -636,3 +636,16 @@ class StyleGAN2Generator(nn.Module):
     ) -> Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode)
+
+
+def liven_fresh_weights(net: nn.Module) -> None:
+    """What the tiny untrained configurations change in a fresh network, in place: noise strengths drawn
+    at random (NVIDIA starts them at zero, which would hide the noise inputs) and ToRGB weights scaled by
+    0.2 (the summed skip outputs of a fresh network have a standard deviation near 3; this brings images
+    to about 0.6, mostly inside [-1, 1], so saved PNGs are not saturated)."""
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith("noise_strength"):
+                param.copy_(torch.randn([]) * 0.3)
+            elif name.endswith("torgb.weight"):
+                param.mul_(0.2)
