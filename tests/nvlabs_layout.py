@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from torch import nn
 
+from synthdb.nets.pickles import PickledModule
+
 # --- stand-ins for NVIDIA's modules --------------------------------------------------------------------
 
 
@@ -113,3 +115,12 @@ def write_nvlabs_pickle(
     }
     path.write_bytes(pickle.dumps(data, protocol=4))
     return path
+
+
+def official_network(golden: dict, network_class: type[nn.Module], from_pickle: Any) -> nn.Module:
+    """Our ``network_class`` holding a golden file's official state dict, built from its recorded init
+    kwargs through the loader's own translation ``from_pickle`` (strict: every name and shape must match)."""
+    record = PickledModule("Generator", {"_init_kwargs": golden["init_kwargs"]}, persistent=True)
+    net = network_class(**from_pickle(record))
+    net.load_state_dict(golden["state_dict"], strict=True)
+    return net

@@ -35,7 +35,7 @@ from synthdb.nets.cards import get_card
 from synthdb.nets.generator import TINY, Generator, _stylegan2_from_pickle
 from synthdb.nets.pickles import PickledModule, read_network_pickle, read_pickled_module
 from synthdb.store.hdf5 import Sample, write_sample
-from tests.nvlabs_layout import persistent, write_nvlabs_pickle
+from tests.nvlabs_layout import official_network, persistent, write_nvlabs_pickle
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(DATA.glob("stylegan2_golden_*.pt"))
@@ -47,14 +47,6 @@ def tiny() -> Generator:
     return Generator.load("stylegan2-tiny")
 
 
-def official_network(golden: dict) -> stylegan2.StyleGAN2Generator:
-    """Our network holding an official state dict (strict: every name and shape must match)."""
-    record = PickledModule("Generator", {"_init_kwargs": golden["init_kwargs"]}, persistent=True)
-    net = stylegan2.StyleGAN2Generator(**_stylegan2_from_pickle(record))
-    net.load_state_dict(golden["state_dict"], strict=True)
-    return net
-
-
 # --- fidelity to NVIDIA's code ------------------------------------------------------------------------------
 
 
@@ -63,9 +55,8 @@ def test_pickled_official_state_reproduces_official_outputs(
     tmp_path: Path, nvlabs_modules, path: Path
 ) -> None:
     golden = torch.load(path, weights_only=True)
-    pkl = write_nvlabs_pickle(
-        tmp_path / "net.pkl", nvlabs_modules, official_network(golden), golden["init_kwargs"]
-    )
+    net = official_network(golden, stylegan2.StyleGAN2Generator, _stylegan2_from_pickle)
+    pkl = write_nvlabs_pickle(tmp_path / "net.pkl", nvlabs_modules, net, golden["init_kwargs"])
     g = Generator.load(pkl)
     assert not g.untrained and g.architecture.name == "stylegan2"
     for run in golden["runs"]:

@@ -27,7 +27,7 @@ from synthdb.nets import stylegan3
 from synthdb.nets.cards import get_card
 from synthdb.nets.generator import TINY, Generator
 from synthdb.nets.pickles import PickledModule, read_pickled_module
-from tests.nvlabs_layout import write_nvlabs_pickle
+from tests.nvlabs_layout import official_network, write_nvlabs_pickle
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(DATA.glob("stylegan3_golden_*.pt"))
@@ -52,14 +52,6 @@ def nvidia_like(net: stylegan3.StyleGAN3Generator) -> stylegan3.StyleGAN3Generat
     return net
 
 
-def official_network(golden: dict) -> stylegan3.StyleGAN3Generator:
-    """Our network holding an official state dict (strict: every name and shape must match)."""
-    record = PickledModule("Generator", {"_init_kwargs": golden["init_kwargs"]}, persistent=True)
-    net = stylegan3.StyleGAN3Generator(**stylegan3.kwargs_from_pickle(record))
-    net.load_state_dict(golden["state_dict"], strict=True)
-    return net
-
-
 # --- fidelity to NVIDIA's code ------------------------------------------------------------------------------
 
 
@@ -68,7 +60,7 @@ def test_pickled_official_state_reproduces_official_outputs(
     tmp_path: Path, nvlabs_modules, path: Path
 ) -> None:
     golden = torch.load(path, weights_only=True)
-    net = nvidia_like(official_network(golden))
+    net = nvidia_like(official_network(golden, stylegan3.StyleGAN3Generator, stylegan3.kwargs_from_pickle))
     pkl = write_nvlabs_pickle(tmp_path / "net.pkl", nvlabs_modules, net, golden["init_kwargs"], SOURCE)
     g = Generator.load(pkl)
     assert not g.untrained and g.architecture.name.startswith("stylegan3-")

@@ -56,7 +56,13 @@ def _env(ctx: Context) -> dict[str, str]:
     return clean_env(SYNTHDB_CATALOG_URL=ctx.ws.catalog_url)
 
 
-def _wait_all(procs: list[subprocess.Popen]) -> None:
+def _run_all(ctx: Context, commands: list[list[str]]) -> None:
+    """Start every command at once against the workspace's catalog; each must succeed with no lock error
+    or traceback reaching its user."""
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(ctx))
+        for args in commands
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -70,17 +76,13 @@ def _count_rows(ctx: Context, rows: int) -> None:
 
 def test_commit_writers_lose_nothing(ctx: Context) -> None:
     ds = create_dataset(ctx.catalog, "shared", "synthetic", "generated")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(ctx.ws.root), str(ds), str(w), str(COMMITS), str(ROWS)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(ctx),
-        )
-        for w in range(WRITERS)
-    ]
-    _wait_all(procs)
+    _run_all(
+        ctx,
+        [
+            [sys.executable, "-c", WRITER, str(ctx.ws.root), str(ds), str(w), str(COMMITS), str(ROWS)]
+            for w in range(WRITERS)
+        ],
+    )
     sample, shard, identity = Sample.__table__, Shard.__table__, Identity.__table__
     with ctx.catalog.engine.connect() as conn:
         rows = conn.execute(sa.select(sample.c.id, sample.c.key)).all()
@@ -115,17 +117,13 @@ def test_imports_of_separate_datasets(ctx: Context, tmp_path: Path) -> None:
         folder = tree / f"id{i % 4}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.png")
-    procs = [
-        subprocess.Popen(
-            command(ctx.ws.root, "import", "imagefolder", str(tree), "--name", f"ds{w}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(ctx),
-        )
-        for w in range(WRITERS)
-    ]
-    _wait_all(procs)
+    _run_all(
+        ctx,
+        [
+            command(ctx.ws.root, "import", "imagefolder", str(tree), "--name", f"ds{w}")
+            for w in range(WRITERS)
+        ],
+    )
     with ctx.catalog.engine.connect() as conn:
         counts = dict(
             conn.execute(
@@ -144,8 +142,9 @@ def test_sharded_variations_writers(ctx: Context) -> None:
     ws = ctx.ws.root
     synthdb(ws, "generate", "references", "--name", "refs", "--num-identities", str(SHARDS),
             "--algorithm", "random")  # fmt: skip
-    procs = [
-        subprocess.Popen(
+    _run_all(
+        ctx,
+        [
             command(
                 ws,
                 "generate",
@@ -164,15 +163,10 @@ def test_sharded_variations_writers(ctx: Context) -> None:
                 str(w),
                 "--num-shards",
                 str(SHARDS),
-            ),  # fmt: skip
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(ctx),
-        )
-        for w in range(SHARDS)
-    ]
-    _wait_all(procs)
+            )  # fmt: skip
+            for w in range(SHARDS)
+        ],
+    )
     sample, dataset, shard = Sample.__table__, Dataset.__table__, Shard.__table__
     with ctx.catalog.engine.connect() as conn:
         var = conn.execute(sa.select(dataset.c.id).where(dataset.c.name == "var")).scalar_one()
