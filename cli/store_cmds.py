@@ -1,4 +1,4 @@
-"""Store and query commands: query, fsck, gc."""
+"""Store and query commands: query, fsck, gc, store adopt."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import sys
 
 import click
 
+from synthdb import workspace
 from synthdb.analysis import query as q
 from synthdb.cli.app import Options, cli, pass_options
 from synthdb.progress import progress_bar
 from synthdb.store import fsck as checks
+from synthdb.store.layout import adopt_store
 
 
 @cli.command()
@@ -18,38 +20,60 @@ from synthdb.store import fsck as checks
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to FILE.")
 @click.option(
     "--engine",
-    type=click.Choice(["duckdb", "catalog"]),
+    type=click.Choice(q.ENGINES),
     default="duckdb",
     show_default=True,
     help="duckdb: catalog + shard views; catalog: the SQL runs on the catalog database itself.",
 )
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=q.DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds before the statement is cancelled (where it runs, the server included).",
+)
+@click.option(
+    "--memory-limit",
+    help="Working memory and the most a result may hold, e.g. 4GB (default: a quarter of RAM).",
+)
 @pass_options
-def query(opts: Options, sql: str, fmt: str, output: str | None, engine: str) -> None:
+def query(
+    opts: Options,
+    sql: str,
+    fmt: str,
+    output: str | None,
+    engine: str,
+    timeout_s: float,
+    memory_limit: str | None,
+) -> None:
     """Run read-only SQL over the catalog (schema `catalog`) and the views `embeddings` and `latents`."""
     with opts.open() as ctx:
-        table = q.query(ctx, sql, engine)
+        table = q.query(ctx, sql, engine, timeout_s, memory_limit)
     if fmt == "table" and output is None and sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
         view = Table(*table.column_names)
-        for row in table.slice(0, 200).to_pylist():
-            view.add_row(*(q._cell(v) for v in row.values()))
+        for row in q.rows_of(table, 200):
+            view.add_row(*(q.cell(v) for v in row))
         Console().print(view)
         return
     text = q.write_result(table, fmt, output)
     if text is not None:
         click.echo(text)
+    else:
+        click.echo(f"wrote {table.num_rows} rows ({table.num_columns} columns, {fmt}) to {output}")
 
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="Compare sizes only; skip re-hashing every shard.")
 @pass_options
 def fsck(opts: Options, quick: bool) -> None:
-    """Check store files against catalog rows: missing, corrupt, orphan and staged files."""
+    """Check store files against catalog rows: missing, corrupt, orphan, staged and foreign files."""
     with opts.open() as ctx, progress_bar(None, "checking shards", opts.quiet) as advance:
         report = checks.fsck(ctx, verify=not quick, advance=advance)
-    for kind in ("missing", "corrupt", "orphans", "staged"):
+    for kind in ("missing", "corrupt", "orphans", "staged", "foreign"):
         for path in getattr(report, kind):
             click.echo(f"{kind.rstrip('s')}: {path}")
     if report.clean:
@@ -57,9 +81,9 @@ def fsck(opts: Options, quick: bool) -> None:
         return
     click.echo(
         f"{report.checked} committed shards checked; {len(report.missing)} missing, "
-        f"{len(report.corrupt)} corrupt, {len(report.orphans)} orphan, {len(report.staged)} staged. "
-        "`synthdb gc` removes orphan and staged files; missing or corrupt shards need the command "
-        "that wrote them re-run."
+        f"{len(report.corrupt)} corrupt, {len(report.orphans)} orphan, {len(report.staged)} staged, "
+        f"{len(report.foreign)} foreign. `synthdb gc` removes orphan and staged files; missing or corrupt "
+        "shards need the command that wrote them re-run; foreign files are not synthdb's: it leaves them."
     )
     sys.exit(1)
 
@@ -81,3 +105,17 @@ def gc(opts: Options, min_age: float) -> None:
     for path in report.kept_young:
         click.echo(f"kept {path} (younger than {min_age:g}s; pass --min-age 0 to remove)")
     click.echo(f"{len(report.removed_files)} files and {report.removed_rows} retired rows removed")
+
+
+@cli.group()
+def store() -> None:
+    """The workspace's store of shard and index files."""
+
+
+@store.command()
+@pass_options
+def adopt(opts: Options) -> None:
+    """Mark the configured store as this workspace's (.synthdb-store), for workspaces made before markers."""
+    ws = workspace.find(opts.workspace)
+    store_id = adopt_store(ws)
+    click.echo(f"{ws.store} is this workspace's store (id {store_id}, recorded in {ws.config_path})")

@@ -17,11 +17,25 @@ from synthdb.cli.app import Options, cli, echo_rows, pass_options
 )
 @click.option("--store", help="Store directory for shards and indexes (default: DIRECTORY/store).")
 @click.option("--models-dir", help="Where model weights are kept (default: the user cache directory).")
-def init(directory: str, catalog_url: str | None, store: str | None, models_dir: str | None) -> None:
+@click.option(
+    "--print-grants",
+    is_flag=True,
+    help="Print the SQL that creates least-privilege owner and reader roles for the PostgreSQL "
+    "--catalog-url, and create nothing.",
+)
+def init(
+    directory: str, catalog_url: str | None, store: str | None, models_dir: str | None, print_grants: bool
+) -> None:
     """Create a workspace in DIRECTORY: synthdb.toml, the catalog schema and the store."""
+    if print_grants:
+        click.echo(admin.postgres_grants(catalog_url or ""))
+        return
     ctx = admin.init_workspace(directory, catalog_url, store, models_dir)
     click.echo(f"initialised workspace {ctx.ws.root}")
     echo_rows([("catalog", ctx.catalog.display_url), ("store", ctx.store.root)])
+    warning = admin.catalog_role_warning(ctx)
+    if warning:
+        click.echo(warning, err=True)
     ctx.close()
 
 
@@ -64,33 +78,40 @@ def current(opts: Options) -> None:
 
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--identities", default=16, show_default=True, help="Reference identities (Langevin).")
+@click.option("--identities", default=24, show_default=True, help="Reference identities (Langevin).")
 @click.option("--per-identity", default=4, show_default=True, help="Variations per identity (Dispersion).")
-@click.option("--iterations", default=6, show_default=True, help="Langevin iterations.")
+@click.option("--iterations", default=10, show_default=True, help="Langevin iterations.")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--photos",
+    type=click.Path(exists=True, file_okay=False),
+    help="Real photos with a manifest.csv (file, identity), imported as the genuine dataset the references "
+    "are checked against (make demo passes tests/data/faces); without it the leakage check is left out.",
+)
 @pass_options
 def demo(
-    opts: Options, directory: str | None, identities: int, per_identity: int, iterations: int, seed: int
+    opts: Options,
+    directory: str | None,
+    identities: int,
+    per_identity: int,
+    iterations: int,
+    seed: int,
+    photos: str | None,
 ) -> None:
     """Run the main job end to end on embedded defaults in a new workspace DIRECTORY (default: a temp dir)."""
     import tempfile
 
-    from synthdb.demo import run_demo
+    from synthdb.demo import demo_summary, run_demo
 
     directory = directory or tempfile.mkdtemp(prefix="synthdb-demo-")
-    result = run_demo(directory, identities, per_identity, iterations, seed=seed, quiet=opts.quiet)
-    click.echo(
-        f"workspace {result.workspace}: {result.identities} Langevin reference identities, "
-        f"{result.variations} Dispersion variations, {result.images} images rendered from their latents."
+    result = run_demo(
+        directory, identities, per_identity, iterations, seed=seed, photos=photos, quiet=opts.quiet
     )
-    click.echo(
-        "The generator is stylegan2-tiny: random-initialised and UNTRAINED (no face-generator weights "
-        "ship with synthdb), so the images show the machinery, not faces; the embedder is the "
-        "embedded dlib-resnet."
-    )
+    for line in demo_summary(result):
+        click.echo(line)
     for title, text in result.queries:
         click.echo(f"\n{title}\n{text}")
     click.echo(
         f"\nLook further: cd {result.workspace} && synthdb runs list && synthdb stats separability "
-        "demo-variations && ls datasets/demo-variations"
+        f"demo-variations && ls datasets/demo-variations; open {result.report}"
     )

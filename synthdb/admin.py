@@ -9,11 +9,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from synthdb import __version__, workspace
-from synthdb.catalog import Catalog, migrate
+from synthdb.catalog import Catalog, migrate, pg_access
 from synthdb.catalog.schema import Base
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.store.layout import Store
+from synthdb.store.layout import Store, claim_store
 
 
 def init_workspace(
@@ -39,9 +39,41 @@ def init_workspace(
     finally:
         catalog.dispose()
     workspace.write_config(root, catalog_url, store, models_dir)
+    claim_store(root)  # the marker that lets fsck and gc act on the store (synthdb.store.layout)
     ctx = Context.from_workspace(workspace.load(root))
     ctx.store.ensure()
     return ctx
+
+
+def catalog_role_warning(ctx: Context) -> str | None:
+    """A one-line warning when a PostgreSQL catalog is reached as a superuser or a member of the server-file
+    or signal roles (:mod:`synthdb.catalog.pg_access`); None otherwise.
+
+    Such a role works for every command, but SQL written by users cannot be confined under it, so
+    ``synthdb query --engine catalog`` refuses it; a team should connect as a least-privilege owner.
+    """
+    if ctx.catalog.dialect != "postgresql":
+        return None
+    role, privileges = pg_access.privileges_of(ctx.catalog.engine)
+    if not privileges:
+        return None
+    return (
+        f"warning: the catalog role {role!r} is privileged ({', '.join(privileges)}): it can read the "
+        "server's files and end other sessions, and `synthdb query --engine catalog` refuses it; create a "
+        "least-privilege owner and reader (`synthdb init --print-grants --catalog-url URL` prints the SQL) "
+        "and put the owner in catalog_url"
+    )
+
+
+def postgres_grants(catalog_url: str, owner: str = "synthdb_owner", reader: str = "synthdb_reader") -> str:
+    """The SQL that creates a least-privilege owner and reader role for a PostgreSQL catalog URL."""
+    url = sa.engine.make_url(workspace.resolve_catalog_url(catalog_url, Path.cwd()))
+    if url.get_backend_name() != "postgresql" or not url.database:
+        raise SynthdbError(
+            f"--print-grants is for PostgreSQL catalogs: pass --catalog-url postgresql://HOST/DATABASE "
+            f"(got {pg_access.display(url)})"
+        )
+    return pg_access.grants_sql(url.database, owner, reader)
 
 
 def info(ctx: Context) -> dict[str, Any]:

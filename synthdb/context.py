@@ -1,15 +1,20 @@
 """An opened workspace: its settings, its catalog (schema checked) and its store.
 
-Every API function that touches data takes a ``Context``; the CLI builds one per command.
+Every API function that touches data takes a ``Context``; the CLI builds one per command. Opening never
+creates a catalog: a SQLite catalog file that is not there is an error (SQLite would make an empty
+one wherever ``catalog_url`` points), and so is one that is not a database or is damaged
+(:mod:`synthdb.catalog.engine` words those).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from synthdb import workspace
 from synthdb.catalog import Catalog, migrate
+from synthdb.errors import SynthdbError
 from synthdb.store.layout import Store
 
 
@@ -31,9 +36,14 @@ class Context:
     @classmethod
     def from_workspace(cls, ws: workspace.Workspace, check_schema: bool = True) -> Context:
         catalog = Catalog(ws.catalog_url)
-        if check_schema:
-            migrate.check_current(catalog.engine)
-        return cls(ws=ws, catalog=catalog, store=Store(ws.store))
+        try:
+            _check_sqlite_file(catalog, ws)
+            if check_schema:
+                migrate.check_current(catalog.engine)
+        except BaseException:
+            catalog.dispose()
+            raise
+        return cls(ws=ws, catalog=catalog, store=Store(ws.store, ws.store_id))
 
     def close(self) -> None:
         self.catalog.dispose()
@@ -43,3 +53,25 @@ class Context:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_sqlite_file(catalog: Catalog, ws: workspace.Workspace) -> None:
+    """Refuse a SQLite catalog path that holds no database file, before SQLite creates or writes one."""
+    database = catalog.engine.url.database
+    if catalog.dialect != "sqlite" or database in (None, "", ":memory:") or catalog.engine.url.query:
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise SynthdbError(
+            f"the catalog {path} is a folder, not a database file: fix catalog_url in {ws.config_path}"
+        )
+    if not path.exists():
+        raise SynthdbError(
+            f"the catalog {path} does not exist: fix catalog_url in {ws.config_path}, or create a "
+            "workspace with `synthdb init`"
+        )
+    if path.stat().st_size == 0:  # SQLite would write a header into it, even for a read
+        raise SynthdbError(
+            f"the catalog {path} is an empty file: run `synthdb db upgrade` to give it the schema, or fix "
+            f"catalog_url in {ws.config_path}"
+        )

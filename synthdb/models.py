@@ -2,9 +2,9 @@
 
 A card (``models/*.toml``) says what a network is; ``synthdb models add NAME --file PATH`` (or
 ``fetch``) puts its weights into the models directory, checks them (sha256 when the card knows it,
-and for embedders and perceptual networks a real load, so a file of another architecture is refused
-at once) and records the model in the catalog's ``model`` table, so runs can name the exact weights
-they used.
+and for embedders, perceptual networks and generators a real load, so a file of another architecture,
+or a crafted one, is refused at once) and records the model in the catalog's ``model`` table, so runs
+can name the exact weights they used.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from synthdb.nets.cards import (
     locate_weights,
 )
 from synthdb.nets.fetch import fetch_weights
+from synthdb.nets.generator import Generator
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ def _verify(card: ModelCard, path: Path) -> None:
         build_embedder(card, path)  # refuses truncated files and other architectures with a clear error
     elif card.kind == "perceptual":
         check_perceptual(card, path)  # the same for the two halves of LPIPS
+    elif card.kind == "generator":  # a real load, bounded like every load: a hostile file is refused here
+        Generator.from_file(path, name=card.name, architecture=card.architecture)
 
 
 def add(ctx: Context, name: str, file: str | Path) -> Path:

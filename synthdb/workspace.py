@@ -4,7 +4,9 @@ A workspace is a directory holding ``synthdb.toml``. Commands find it like git f
 an explicit path first, then ``SYNTHDB_WORKSPACE``, then the nearest parent of the current directory
 that holds the file. Settings come from the file and may be overridden per process by environment
 variables (``SYNTHDB_CATALOG_URL``, ``SYNTHDB_STORE``, ``SYNTHDB_MODELS_DIR``) so that cluster jobs can
-point the same workspace at a shared PostgreSQL catalog without editing files.
+point the same workspace at a shared PostgreSQL catalog without editing files. ``store_id`` is written
+by synthdb, not by people: the id of the marker that proves a folder is this workspace's store (see
+:mod:`synthdb.store.layout`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ ENV_OVERRIDES = {
 }
 DEFAULT_CATALOG = "sqlite:///catalog.db"
 DEFAULT_STORE = "store"
-KNOWN_KEYS = set(ENV_OVERRIDES) | {"description"}
+STORE_ID = "store_id"
+KNOWN_KEYS = set(ENV_OVERRIDES) | {"description", STORE_ID}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Workspace:
     catalog_url: str
     store: Path
     models_dir: Path
+    store_id: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -101,6 +105,7 @@ def load(root: Path) -> Workspace:
         catalog_url=resolve_catalog_url(data.get("catalog_url", DEFAULT_CATALOG), root),
         store=store if store.is_absolute() else (root / store).resolve(),
         models_dir=models if models.is_absolute() else (root / models).resolve(),
+        store_id=data.get(STORE_ID),
     )
 
 
@@ -128,6 +133,21 @@ def find(explicit: str | os.PathLike | None = None, start: Path | None = None) -
 def _toml_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def record_setting(root: Path, key: str, value: str) -> None:
+    """Set ``key = "value"`` in ``root``'s synthdb.toml, keeping every other line (and comment) as it is.
+
+    The file is replaced by rename, so a crash leaves the old file or the new one, never half of one.
+    """
+    path = root / CONFIG_NAME
+    lines = path.read_text().splitlines()
+    line = f"{key} = {_toml_string(value)}"
+    kept = [old for old in lines if old.split("=", 1)[0].strip() != key]
+    tmp = path.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join([*kept, line]) + "\n")
+    os.replace(tmp, path)
+    _read_config(path)  # what was written must read back
 
 
 def write_config(root: Path, catalog_url: str | None, store: str | None, models_dir: str | None) -> Path:

@@ -2,10 +2,17 @@
 
 The generator tests (StyleGAN2, StyleGAN3, EG3D) write pickles in this layout to check that the restricted
 loader rebuilds networks from them without running their embedded source. No NVIDIA code is here.
+
+NVIDIA's EG3D (``training/triplane.py``) also pickles modules that are *not* persistence-wrapped, by their
+global names: the ``OSGDecoder`` of ``training.triplane`` (whose ``nn.Sequential`` holds persistent
+``FullyConnectedLayer``s) and the weightless ``ImportanceRenderer`` (holding a ``MipRayMarcher2`` and its
+``plane_axes`` tensor) and ``RaySampler`` of ``training.volumetric_rendering``, registered before the
+backbone. :func:`write_eg3d_official_pickle` writes that exact layout.
 """
 
 from __future__ import annotations
 
+import copy
 import pickle
 import sys
 import types
@@ -15,9 +22,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
+from synthdb.nets import eg3d
 from synthdb.nets.pickles import PickledModule
+
+#: NVIDIA's plain EG3D module classes -> the module that defines them
+EG3D_PLAIN_CLASSES = {
+    "OSGDecoder": "training.triplane",
+    "ImportanceRenderer": "training.volumetric_rendering.renderer",
+    "RaySampler": "training.volumetric_rendering.ray_sampler",
+    "MipRayMarcher2": "training.volumetric_rendering.ray_marcher",
+}
 
 # --- stand-ins for NVIDIA's modules --------------------------------------------------------------------
 
@@ -39,14 +56,24 @@ def install_stand_ins(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     EasyDict.__module__, EasyDict.__qualname__ = util.__name__, "EasyDict"
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     util.EasyDict = EasyDict
-    for name, module in {
+    modules = {
         "torch_utils": types.ModuleType("torch_utils"),
         "torch_utils.persistence": persistence,
         "dnnlib": types.ModuleType("dnnlib"),
         "dnnlib.util": util,
-    }.items():
+        "training": types.ModuleType("training"),
+        "training.volumetric_rendering": types.ModuleType("training.volumetric_rendering"),
+    }
+    plain_classes = {}
+    for class_name, module_name in EG3D_PLAIN_CLASSES.items():
+        module = modules.setdefault(module_name, types.ModuleType(module_name))
+        plain_classes[class_name] = type(class_name, (), {"__module__": module_name})
+        setattr(module, class_name, plain_classes[class_name])
+    for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
-    return types.SimpleNamespace(reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict)
+    return types.SimpleNamespace(
+        reconstruct=_reconstruct_persistent_obj, EasyDict=EasyDict, plain_classes=plain_classes
+    )
 
 
 class _Persistent:
@@ -124,3 +151,75 @@ def official_network(golden: dict, network_class: type[nn.Module], from_pickle: 
     net = network_class(**from_pickle(record))
     net.load_state_dict(golden["state_dict"], strict=True)
     return net
+
+
+# --- EG3D in NVIDIA's exact layout ------------------------------------------------------------------------
+
+
+def _plain(ns: types.SimpleNamespace, class_name: str, state: dict[str, Any]) -> Any:
+    """An instance of NVIDIA's plain class ``class_name`` (a stand-in with its global name) holding
+    ``state`` as its ``__dict__``: pickled as NEWOBJ of the class, then BUILD, as torch pickles modules."""
+    cls = ns.plain_classes[class_name]
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
+def _module_state(ns: types.SimpleNamespace, module: nn.Module, names: dict[str, str], prefix: str) -> dict:
+    state: dict[str, Any] = {k: np.float64(v) if isinstance(v, float) else v for k, v in vars(module).items()}
+    state["_modules"] = OrderedDict(
+        (name, None if child is None else _nvidia(ns, child, names, f"{prefix}{name}."))
+        for name, child in module._modules.items()
+    )
+    return state
+
+
+def _nvidia(ns: types.SimpleNamespace, module: nn.Module, names: dict[str, str], prefix: str = "") -> Any:
+    """``module`` (ours) as NVIDIA's EG3D pickles it: torch containers as themselves, NVIDIA's plain classes
+    (``names`` gives official class names by module path) as plain objects, the rest persistent."""
+    class_name = names.get(prefix.rstrip("."), type(module).__name__)
+    if type(module).__module__.startswith("torch."):
+        clone = copy.copy(module)
+        clone.__dict__["_modules"] = _module_state(ns, module, names, prefix)["_modules"]
+        return clone
+    state = _module_state(ns, module, names, prefix)
+    if class_name in EG3D_PLAIN_CLASSES:
+        return _plain(ns, class_name, state)
+    state["_init_args"], state["_init_kwargs"] = (), ns.EasyDict()
+    meta = {
+        "type": "class",
+        "version": 6,
+        "module_src": "# training/triplane.py\n",
+        "class_name": class_name,
+        "state": state,
+    }
+    return _Persistent(ns.reconstruct, meta)
+
+
+def write_eg3d_official_pickle(
+    path: Path, ns: types.SimpleNamespace, net: eg3d.EG3DGenerator, init_kwargs: dict
+) -> Path:
+    """A training snapshot holding ``net`` exactly as NVIDIA's ``TriPlaneGenerator``: persistent root with
+    the renderer and ray sampler (plain, weightless) registered first, then backbone, superresolution (its
+    official class name, from ``rendering_kwargs``) and the plain ``OSGDecoder``."""
+    sr_class = str(net.rendering_kwargs["superresolution_module"]).rsplit(".", 1)[-1]
+    names = {"": "TriPlaneGenerator", "backbone": "Generator", "superresolution": sr_class}
+    root = _nvidia(ns, net, names)
+    empty = vars(nn.Module())
+    marcher = _plain(ns, "MipRayMarcher2", dict(empty))
+    axes = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
+                         [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], dtype=torch.float32)  # fmt: skip
+    modules = OrderedDict(ray_marcher=marcher)
+    renderer = _plain(ns, "ImportanceRenderer", {**empty, "_modules": modules, "plane_axes": axes})
+    attributes = ("ray_origins_h", "ray_directions", "depths", "image_coords", "rendering_options")
+    sampler = _plain(ns, "RaySampler", {**empty, **dict.fromkeys(attributes)})
+    state = root.meta["state"]
+    state["_modules"] = OrderedDict(renderer=renderer, ray_sampler=sampler, **state["_modules"])
+    state["_last_planes"] = None
+
+    def easy(value: Any) -> Any:
+        return ns.EasyDict({k: easy(v) for k, v in value.items()}) if isinstance(value, dict) else value
+
+    state["_init_kwargs"] = easy(init_kwargs)
+    path.write_bytes(pickle.dumps({"G": root, "G_ema": root, "D": None, "augment_pipe": None}, protocol=4))
+    return path

@@ -1,6 +1,6 @@
 """Hostile conditions around the catalog: a held write lock, a newer schema, writes through `synthdb query`
-below the SQL parser, a full disk during a shard write, and an import killed between its dataset row
-and its first chunk."""
+below the SQL parser, a full disk during a shard write, an import killed between its dataset row
+and its first chunk, and catalog URLs that name no usable catalog (not a database, damaged, absent)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -238,3 +239,47 @@ def test_index_file_left_by_a_killed_rebuild_is_found_and_collected(sqlite_ctx: 
     assert fsck.fsck(ctx).clean and len(list((ctx.store.root / "indexes").iterdir())) == 1
     STATS["faults_injected"] += 1
     STATS["faults_injected[index rebuild killed]"] += 1
+
+
+def _catalog_file(tmp: Path, name: str, data: bytes) -> str:
+    (tmp / name).write_bytes(data)
+    return f"sqlite:///{tmp / name}"
+
+
+CATALOG_URLS = {
+    "/etc/passwd (a copy)": lambda tmp, db: _catalog_file(tmp, "passwd", Path("/etc/passwd").read_bytes()),
+    "a truncated catalog": lambda tmp, db: _catalog_file(tmp, "cut.db", db[: len(db) // 2]),
+    "random bytes": lambda tmp, db: _catalog_file(tmp, "noise.db", np.random.default_rng(0).bytes(65536)),
+    "an empty file": lambda tmp, db: _catalog_file(tmp, "empty.db", b""),
+    "a folder": lambda tmp, db: f"sqlite:///{tmp}",
+    "a file that is not there": lambda tmp, db: f"sqlite:///{tmp / 'nowhere' / 'catalog.db'}",
+    "PostgreSQL that refuses": lambda tmp, db: "postgresql://nobody@127.0.0.1:9/none",
+}
+
+
+@pytest.mark.parametrize("case", list(CATALOG_URLS))
+def test_a_catalog_that_is_not_one_is_one_line_from_every_command(
+    sqlite_ctx: Context, tmp_path: Path, case: str
+) -> None:
+    """``info``, ``query`` and ``fsck`` on a catalog URL that names no usable catalog: one line naming the
+    catalog and the fix, exit status 1, no traceback, and the file left as it was (no byte written, no
+    journal beside it, no catalog created where there was none)."""
+    from click.testing import CliRunner
+
+    from synthdb.cli.main import cli
+
+    folder = tmp_path / "catalogs"
+    folder.mkdir()
+    url = CATALOG_URLS[case](folder, Path(sqlite_ctx.catalog.engine.url.database).read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for command in (["info"], ["query", "SELECT count(*) FROM catalog.sample"], ["fsck"]):
+        result = CliRunner().invoke(
+            cli, ["-w", str(sqlite_ctx.ws.root), *command], env={"SYNTHDB_CATALOG_URL": url}
+        )
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.exception
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert "catalog" in result.output and (
+            "catalog_url" in result.output or "synthdb db upgrade" in result.output
+        )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    STATS["hostile_inputs"] += 3

@@ -55,6 +55,51 @@ def test_add_refuses_wrong_files(sqlite_ctx: Context, tmp_path: Path) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(Model)).scalar_one() == 0
 
 
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        ("ndarray of objects from a buffer", r"a numpy dtype 'O8': only numbers are read"),
+        ("module DAG of 2**30 paths", r"is a module already met elsewhere in the tree"),
+        ("stride-0 expansion", r"views more than its storage"),
+        ("zip bomb", r"declares 268,4\d\d,\d\d\d bytes of content in a [\d,]+-byte zip"),
+        ("saved num_layers=300000", r"mapping_kwargs\.num_layers = 300000, expected an integer in \[1, 32\]"),
+        ("stylegan3 for a stylegan2 card", r"holds a stylegan3-t network, but stylegan2-ffhq-256 is a"),
+    ],
+)
+def test_add_loads_generator_files_before_registering(
+    ctx: Context, tmp_path: Path, hostile: str, message: str
+) -> None:
+    """A generator card's file is loaded (Generator.from_file, with every bound of a load) before it is copied
+    or registered, as embedders are: a crafted or foreign file leaves no file and no row; a sound one is
+    added."""
+    from synthdb.nets.generator import TINY, Generator
+    from tests.test_hostile_pickles import PICKLES, saved_generator, zip_bomb
+
+    path = tmp_path / "weights.bin"
+    if hostile in PICKLES:
+        path.write_bytes(PICKLES[hostile][0])
+    elif hostile == "zip bomb":
+        path.write_bytes(zip_bomb())
+    elif hostile == "saved num_layers=300000":
+        kwargs = {**TINY["stylegan2-tiny"].kwargs, "mapping_kwargs": {"num_layers": 300_000}}
+        path.write_bytes(saved_generator(kwargs=kwargs))
+    else:
+        Generator.tiny("stylegan3-tiny").save(path)
+    with pytest.raises(SynthdbError, match=message) as refused:
+        models.add(ctx, "stylegan2-ffhq-256", path)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(str(path.resolve()))
+    assert not ctx.ws.models_dir.exists() or not any(ctx.ws.models_dir.iterdir())
+    with ctx.catalog.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Model)).scalar_one() == 0
+
+    sound = Generator.tiny("stylegan2-tiny").save(tmp_path / "sound.pt")
+    dest = models.add(ctx, "stylegan2-ffhq-256", sound)
+    assert dest.read_bytes() == sound.read_bytes()
+    with ctx.catalog.session() as session:
+        row = session.scalars(sa.select(Model).where(Model.name == "stylegan2-ffhq-256")).one()
+        assert (row.kind, row.architecture, row.weights_path) == ("generator", "stylegan2", str(dest))
+
+
 def test_fetch_fails_fast_offline(sqlite_ctx: Context) -> None:
     with pytest.raises(SynthdbError, match="synthdb models add"):
         models.fetch(sqlite_ctx, "stylegan2-ffhq-256", progress=False)

@@ -1,14 +1,27 @@
-"""``synthdb query``: DuckDB over the catalog and shards, read-only on SQLite and PostgreSQL catalogs."""
+"""``synthdb query``: DuckDB over the catalog and shards, read-only on SQLite and PostgreSQL catalogs.
 
+The hostile cases (writes, file reads, other databases, server functions, runaway queries, Ctrl-C) are
+in ``tests/test_hostile_sql.py``.
+"""
+
+import csv
+import dataclasses
+import io
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
-from synthdb.analysis.query import query, write_result
+from synthdb.admin import catalog_role_warning, init_workspace, postgres_grants
+from synthdb.analysis.query import connect, parse_memory, query, unique_names, write_result
 from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.schema import Sample, Shard
 from synthdb.context import Context
@@ -88,18 +101,124 @@ def test_writes_are_refused_and_nothing_changes(filled: Context, sql: str, tmp_p
     assert not (tmp_path / "leak.csv").exists() and not (tmp_path / "other.db").exists()
 
 
-def test_engine_blocks_other_files_even_in_a_select(filled: Context) -> None:
-    with pytest.raises(SynthdbError, match="query failed: Permission Error"):
+def test_engine_blocks_other_files_even_below_the_parser(filled: Context) -> None:
+    with pytest.raises(SynthdbError, match=r"table function read_csv\(\) is refused"):
         query(filled, "SELECT * FROM read_csv('/etc/passwd')")
+    con = connect(filled)  # the sandboxed connection itself, without the parse-tree check
+    try:
+        with pytest.raises(duckdb.PermissionException):
+            con.execute("SELECT * FROM read_csv('/etc/passwd')")
+    finally:
+        con.close()
+
+
+@contextmanager
+def catalog_reader(ctx: Context) -> Iterator[Context]:
+    """The workspace through a least-privilege role on PostgreSQL (``--engine catalog`` refuses the
+    superuser the tests connect as); the workspace itself on SQLite."""
+    if ctx.catalog.dialect == "sqlite":
+        yield ctx
+        return
+    role = f"synthdb_q_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ctx.catalog.engine.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    url = ctx.catalog.engine.url.set(username=role).render_as_string(hide_password=False)
+    reader = Context.from_workspace(dataclasses.replace(ctx.ws, catalog_url=url))
+    try:
+        yield reader
+    finally:
+        reader.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+        admin.dispose()
 
 
 def test_catalog_engine_is_read_only(filled: Context) -> None:
-    assert query(filled, "SELECT count(*) AS n FROM sample", engine="catalog").to_pylist() == [{"n": 84}]
-    for sql in ("DELETE FROM sample", "UPDATE sample SET key = 'x'", "SELECT 1; DROP TABLE sample"):
-        with pytest.raises(SynthdbError, match="read-only"):
-            query(filled, sql, engine="catalog")
+    with catalog_reader(filled) as reader:
+        assert query(reader, "SELECT count(*) AS n FROM sample", engine="catalog").to_pylist() == [{"n": 84}]
+        for sql in ("DELETE FROM sample", "UPDATE sample SET key = 'x'", "DROP TABLE sample"):
+            with pytest.raises(SynthdbError, match="read-only"):
+                query(reader, sql, engine="catalog")
+        with pytest.raises(SynthdbError, match="one statement at a time|read-only"):
+            query(reader, "SELECT 1; DROP TABLE sample", engine="catalog")
+        with pytest.raises(SynthdbError, match="one statement at a time"):
+            query(reader, "SELECT 1; SELECT 2", engine="catalog")
+        like = "SELECT count(*) AS n FROM sample WHERE key LIKE '0-%' AND role = 'variation'"
+        assert query(reader, like, engine="catalog").to_pylist() == [{"n": 42}]  # '%' is no placeholder
+        plan = query(reader, "EXPLAIN SELECT * FROM sample", engine="catalog")
+        assert plan.num_rows >= 1
     with filled.catalog.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(Sample)).scalar_one() == 84
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "catalog"])
+def test_columns_that_share_a_name_survive_every_format(filled: Context, engine: str, tmp_path: Path) -> None:
+    """Regression: JSON kept the last of two ``a``, CSV wrote 14 names over 10 values, table crashed."""
+    prefix = "catalog." if engine == "duckdb" else ""
+    join = (
+        f"SELECT * FROM {prefix}sample s JOIN {prefix}identity i ON i.id = s.identity_id "
+        "ORDER BY s.id LIMIT 2"
+    )
+    with catalog_reader(filled) as reader:
+        pair = query(reader, "SELECT 1 AS a, 2 AS a, 3 AS a_1", engine=engine)
+        joined = query(reader, join, engine=engine)
+    assert pair.column_names == ["a", "a_2", "a_1"]
+    assert json.loads(write_result(pair, "json", None)) == [{"a": 1, "a_2": 2, "a_1": 3}]
+    assert write_result(pair, "csv", None) == "a,a_2,a_1\n1,2,3"
+    assert write_result(pair, "table", None).splitlines()[2].split() == ["1", "2", "3"]
+    names = joined.column_names
+    assert len(set(names)) == len(names) == 14 and {"id", "id_1", "label", "label_1"} <= set(names)
+    rows = json.loads(write_result(joined, "json", None))
+    assert len(rows) == 2 and all(len(row) == 14 and row["id_1"] == row["identity_id"] for row in rows)
+    csv_rows = list(csv.reader(io.StringIO(write_result(joined, "csv", None))))
+    assert [len(row) for row in csv_rows] == [14, 14, 14]
+    write_result(joined, "parquet", tmp_path / "j.parquet")
+    assert pq.read_table(tmp_path / "j.parquet").column_names == names
+    assert len(write_result(joined, "table", None).splitlines()) == 4
+
+
+def test_duckdb_hints_are_kept_on_one_line(filled: Context) -> None:
+    cases = {
+        "SELECT * FROM catalog.sampel": 'Did you mean "catalog.sample"',
+        "SELECT * FROM sample": 'Did you mean "catalog.sample"',
+        "SELECT kye FROM catalog.sample": 'Candidate bindings: "key"',
+        "SELECT lenght(key) FROM catalog.sample": 'Did you mean "length"',
+        "SELECT embedding::FLAOT[] FROM embeddings": "Type with name FLAOT does not exist! Did you mean",
+    }
+    for sql, hint in cases.items():
+        with pytest.raises(SynthdbError, match=hint) as failed:
+            query(filled, sql)
+        assert "\n" not in str(failed.value) and "LINE 1" not in str(failed.value)
+
+
+def test_unique_names_and_memory_limits() -> None:
+    assert unique_names(["a", "a", "b", "a"]) == ["a", "a_1", "b", "a_2"]
+    assert unique_names(["a", "a", "a_1"]) == ["a", "a_2", "a_1"]
+    assert parse_memory("4GB") == 4 * 10**9 and parse_memory("512MiB") == 512 * 2**20
+    for bad in ("lots", "4XB", "12"):
+        with pytest.raises(SynthdbError, match="--memory-limit"):
+            parse_memory(bad)
+
+
+def test_cli_query_bounds_and_output(filled: Context, tmp_path: Path) -> None:
+    import synthdb.cli.store_cmds  # noqa: F401 - registers `query` on the root group
+    from synthdb.cli.app import cli
+
+    runner = CliRunner()
+    ws = ["-w", str(filled.ws.root), "query"]
+    out = tmp_path / "r.csv"
+    done = runner.invoke(cli, [*ws, "SELECT 1 AS a, 2 AS a", "--format", "csv", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == f"wrote 1 rows (2 columns, csv) to {out}"
+    assert out.read_text() == "a,a_1\n1,2\n"
+    slow = "SELECT sum(a.range * b.range) FROM range(200000) a, range(200000) b"
+    stopped = runner.invoke(cli, [*ws, slow, "--timeout", "1"])
+    assert stopped.exit_code == 1 and "1 s timeout" in stopped.output and stopped.output.count("\n") == 1
+    bad = runner.invoke(cli, [*ws, "SELECT 1", "--memory-limit", "lots"])
+    assert bad.exit_code == 1 and "--memory-limit 'lots' is not a size" in bad.output
 
 
 def test_output_formats(filled: Context, tmp_path: Path) -> None:
@@ -138,3 +257,53 @@ def test_catalog_engine_takes_one_statement_and_unwritable_output_is_named(
     for fmt in ("csv", "parquet"):
         with pytest.raises(SynthdbError, match="cannot write .*no-such-dir"):
             write_result(table, fmt, tmp_path / "no-such-dir" / f"out.{fmt}")
+
+
+def test_init_warns_about_a_superuser_catalog_and_prints_grants_that_work(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The printed SQL, run on the real server, gives an owner that can init and write the catalog and a
+    reader that can only query it; init warns when its URL's role is a superuser."""
+    import synthdb.cli.workspace_cmds  # noqa: F401 - registers `init` on the root group
+    from synthdb.cli.app import cli
+
+    runner = CliRunner()
+    loud = runner.invoke(cli, ["init", str(tmp_path / "su"), "--catalog-url", postgres_url])
+    assert (
+        loud.exit_code == 0 and "warning: the catalog role 'postgres' is privileged (superuser" in loud.output
+    )
+    owner, reader = (f"synthdb_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("o", "r"))
+    sql = postgres_grants(postgres_url, owner, reader)
+    url = sa.engine.make_url(postgres_url)
+    printed = runner.invoke(cli, ["init", "--print-grants", "--catalog-url", postgres_url])
+    assert printed.exit_code == 0 and f'ON DATABASE "{url.database}"' in printed.output
+    fresh = f"synthdb_g_{uuid.uuid4().hex[:10]}"
+    server = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{fresh}"')
+    target = url.set(database=fresh)
+    admin = sa.create_engine(target, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for statement in postgres_grants(target.render_as_string(False), owner, reader).split(";"):
+                body = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
+                if body.strip():
+                    conn.exec_driver_sql(body)
+        ctx = init_workspace(tmp_path / "ws", catalog_url=target.set(username=owner).render_as_string(False))
+        assert catalog_role_warning(ctx) is None
+        create_dataset(ctx.catalog, "d", "synthetic", "generated")  # the owner writes
+        as_reader = target.set(username=reader).render_as_string(False)
+        rctx = Context.from_workspace(dataclasses.replace(ctx.ws, catalog_url=as_reader))
+        assert query(rctx, "SELECT name FROM dataset", engine="catalog").to_pylist() == [{"name": "d"}]
+        with pytest.raises(sa.exc.DBAPIError, match="read-only|permission denied"):
+            create_dataset(rctx.catalog, "e", "synthetic", "generated")  # the reader cannot
+        rctx.close()
+        ctx.close()
+        assert "DROP" not in sql and "SUPERUSER" not in sql.replace("NOSUPERUSER", "")
+    finally:
+        admin.dispose()
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {owner}")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {reader}")
+        server.dispose()

@@ -1,7 +1,7 @@
 """Importers: the common import machinery and the ImageFolder layout, on real files."""
 
 import csv
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,13 +15,15 @@ from synthdb.sources.registry import import_named
 
 
 def faces_as_imagefolder(faces: Path, root: Path) -> dict[str, int]:
-    """Link the shared photos into ``root/<identity>/<file>``; unlabelled photos get a folder of their own."""
+    """Copy the test photos into ``root/<identity>/<file>``; unlabelled photos get a folder of their own.
+
+    Copies, not symlinks: imports refuse links that lead out of the root they were given."""
     counts: dict[str, int] = {}
     with (faces / "manifest.csv").open() as fh:
         for row in csv.DictReader(fh):
             identity = row["identity"] or Path(row["file"]).stem
             (root / identity).mkdir(parents=True, exist_ok=True)
-            os.symlink(faces / row["file"], root / identity / row["file"])
+            shutil.copyfile(faces / row["file"], root / identity / row["file"])
             counts[identity] = counts.get(identity, 0) + 1
     return counts
 
@@ -56,7 +58,7 @@ def test_reimport_adds_nothing_and_update_adds_new_files(
     import_named(sqlite_ctx, "imagefolder", tmp_path / "faces", name="faces")
     again = import_named(sqlite_ctx, "imagefolder", tmp_path / "faces", name="faces")
     assert again.added == 0 and again.existing == 34 and "--update" in again.note
-    os.symlink(faces_dir / "seb_01.jpg", tmp_path / "faces" / "obama" / "extra.jpg")
+    shutil.copyfile(faces_dir / "seb_01.jpg", tmp_path / "faces" / "obama" / "extra.jpg")
     updated = import_named(sqlite_ctx, "imagefolder", tmp_path / "faces", name="faces", update=True)
     assert (updated.added, updated.existing) == (1, 34)
     assert _count(sqlite_ctx, Sample) == 35 and _count(sqlite_ctx, Identity) == 18

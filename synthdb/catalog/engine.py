@@ -9,6 +9,12 @@ transaction cannot open within the busy timeout, ``Catalog.begin`` backs off exp
 jitter and tries again, up to ``LOCK_WAIT_S`` in all, and only then tells the user (in one line) which
 catalog stayed locked. The lock is taken when the transaction opens, so a retry never repeats work
 that was done under it.
+
+Opening errors are one line (:func:`_word_errors`): a SQLite "catalog" that is not a database
+(``sqlite:////etc/passwd``), a damaged one (truncated, overwritten), one that cannot be opened (a folder,
+a missing parent), and a PostgreSQL server that refuses the connection or does not answer within
+``CONNECT_TIMEOUT_S`` become a :class:`SynthdbError` naming the catalog and the fix, wherever in a
+command the catalog is first touched.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ BUSY_TIMEOUT_MS = 5_000  # one wait inside SQLite's busy handler, before we back
 LOCK_WAIT_S = 600.0  # all waits for one transaction's write lock together
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.02, 2.0
 _WRITER = "synthdb_writer"  # set on a connection's info while Catalog.begin holds it
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL server that does not answer (a firewall drops packets)
+_DAMAGED = ("file is not a database", "database disk image is malformed", "malformed database schema")
 
 
 def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -49,6 +57,35 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
 
 
+def _word_errors(engine: Engine) -> None:
+    """Turn errors that say the catalog cannot be used at all into one-line SynthdbErrors.
+
+    Lock waits and other errors of a working catalog are left alone (``Catalog.begin`` retries locks).
+    """
+    url = engine.url.render_as_string(hide_password=True)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        reason = (
+            " ".join(str(context.original_exception).split()) or type(context.original_exception).__name__
+        )
+        if engine.dialect.name == "sqlite" and any(text in reason for text in _DAMAGED):
+            raise SynthdbError(
+                f"the catalog {url} is damaged or not a database ({reason}): restore it from a backup, "
+                "or fix catalog_url in synthdb.toml"
+            )
+        if engine.dialect.name == "sqlite" and "unable to open database file" in reason:
+            raise SynthdbError(
+                f"cannot open the catalog {url} ({reason}): check that it is a file whose folder exists "
+                "and is writable, or fix catalog_url in synthdb.toml"
+            )
+        if engine.dialect.name == "postgresql" and context.connection is None and not context.is_pre_ping:
+            raise SynthdbError(
+                f"cannot connect to the catalog {url} ({reason}): check that it is running and reachable, "
+                "or fix catalog_url in synthdb.toml"
+            )
+
+
 def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     """Create an engine for a catalog URL, with the settings synthdb relies on."""
     try:
@@ -60,9 +97,13 @@ def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed)
         _tune_sqlite(engine, busy_timeout_ms)
+        _word_errors(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, pool_pre_ping=True)
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_S}
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=timeout)
+        _word_errors(engine)
+        return engine
     raise SynthdbError(
         f"catalog URL {parsed.render_as_string(hide_password=True)} uses '{parsed.get_backend_name()}': "
         "synthdb supports sqlite:/// and postgresql:// catalogs"

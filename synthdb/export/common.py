@@ -176,67 +176,54 @@ def load_dataset(ctx: Context, name: str) -> DatasetInfo:
     )
 
 
-_FORBIDDEN = {";": "';' would end the statement", "$": "'$' (parameters and dollar quoting) is not allowed"}
+WHERE_TEMPLATE = (
+    "SELECT s.id FROM catalog.sample AS s LEFT JOIN catalog.identity AS i ON i.id = s.identity_id "
+    "WHERE s.dataset_id = {dataset_id} AND CAST(({{expr}}) AS BOOLEAN)"
+)
+WHERE_TIMEOUT_S = 3_600.0  # the selection scans the whole dataset (tens of millions of rows): bounded
+_WHERE_HINT = "pass one boolean expression over s.* and i.*, e.g. --where \"s.role = 'reference'\""
+
+
+def where_query(dataset_id: int, predicate: str) -> str:
+    """The SQL that selects a dataset's samples for which ``predicate`` holds, proven to hold the predicate
+    as one expression.
+
+    The predicate goes inside ``CAST((...) AS BOOLEAN)`` of a fixed statement, and the *assembled*
+    statement is parsed by DuckDB: its tree must equal the template's everywhere outside that CAST
+    (:func:`synthdb.analysis.sql_guard.embed_expression`), so quotes, parentheses, comments or ``;`` in
+    the predicate cannot reach the rest of the statement. The whole statement then passes the same
+    table and function allow-lists as ``synthdb query``, and runs on its sandboxed, read-only, bounded
+    connection. DuckDB's tokenizer first names the common mistakes (``;``, comments, ``$``, a stray ``)``).
+    """
+    from synthdb.analysis.query import CATALOG_TABLES
+    from synthdb.analysis.sql_guard import duckdb_policy, embed_expression, lexical_refusal
+
+    text = predicate.strip()
+    if not text:
+        raise SynthdbError(f"--where is empty: {_WHERE_HINT}")
+    reason = lexical_refusal(text)
+    if reason:
+        raise SynthdbError(f"--where refused: {reason}; {_WHERE_HINT}")
+    template = WHERE_TEMPLATE.format(dataset_id=int(dataset_id))
+    try:
+        return embed_expression(template, text, duckdb_policy(CATALOG_TABLES))
+    except SynthdbError as exc:
+        raise SynthdbError(f"--where refused: {exc}; {_WHERE_HINT}") from None
 
 
 def check_where(predicate: str) -> str:
-    """Validate a ``--where`` predicate and return it stripped.
-
-    The predicate is pasted into ``... WHERE s.dataset_id = N AND (<predicate>)``, so besides being
-    read-only SQL it must stay inside its parentheses: no statement separator, no comment that could
-    swallow the rest of the query, balanced parentheses outside quotes. DuckDB's parser then classifies
-    the embedded query (:func:`synthdb.analysis.query.check_read_only`), and the query runs on the
-    sandboxed read-only DuckDB connection.
-    """
-    from synthdb.analysis.query import check_read_only
-
-    text = predicate.strip()
-    hint = "pass one boolean expression over s.* and i.*, e.g. --where \"s.role = 'reference'\""
-    if not text:
-        raise SynthdbError(f"--where is empty: {hint}")
-    depth, i = 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch in "'\"":
-            end = i + 1
-            while True:
-                end = text.find(ch, end)
-                if end < 0:
-                    raise SynthdbError(f"--where has an unterminated {ch} quote: close it ({hint})")
-                if text.startswith(ch * 2, end):
-                    end += 2
-                    continue
-                break
-            i = end + 1
-            continue
-        if ch in _FORBIDDEN:
-            raise SynthdbError(f"--where refused: {_FORBIDDEN[ch]}; {hint}")
-        if text.startswith(("--", "/*"), i):
-            raise SynthdbError(f"--where refused: comments are not allowed; {hint}")
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth < 0:
-            raise SynthdbError(f"--where refused: a ')' closes more than it opened; {hint}")
-        i += 1
-    if depth:
-        raise SynthdbError(f"--where refused: unbalanced parentheses; {hint}")
-    try:
-        check_read_only(f"SELECT s.id FROM sample AS s LEFT JOIN identity AS i ON TRUE WHERE ({text})")
-    except SynthdbError as exc:
-        raise SynthdbError(f"--where refused: {exc}; {hint}") from None
-    return text
+    """Validate a ``--where`` predicate (see :func:`where_query`) and return it stripped."""
+    where_query(0, predicate)
+    return predicate.strip()
 
 
 def matching_ids(ctx: Context, dataset_id: int, predicate: str) -> np.ndarray:
     """Ids of the dataset's samples for which ``predicate`` holds, evaluated by DuckDB over the catalog."""
     from synthdb.analysis.query import query
 
-    text = check_where(predicate)
-    sql = (
-        "SELECT s.id FROM catalog.sample AS s LEFT JOIN catalog.identity AS i ON i.id = s.identity_id "
-        f"WHERE s.dataset_id = {int(dataset_id)} AND ({text})"
-    )
+    sql = where_query(dataset_id, predicate)
     try:
-        table = query(ctx, sql)
+        table = query(ctx, sql, timeout_s=WHERE_TIMEOUT_S)
     except SynthdbError as exc:
         raise SynthdbError(
             f"--where failed: {exc} (columns: s.key, s.path, s.role, s.label, "

@@ -7,11 +7,18 @@ re-encoding a JPEG loses quality and costs most of an export's time. Otherwise t
 finds the face in genuine photos; generated images are reframed from their fixed geometry), resized and
 encoded: JPEG for record formats, PNG (lossless) for file trees. A file that cannot be used is a
 :class:`Skip` with its reason, not a crash.
+
+The dataset's tree may have changed since it was imported (a file replaced by a symlink to
+``/etc/passwd``, a 2 GB sparse ``.jpg``), so every file is checked again when it is read
+(:mod:`synthdb.untrusted`): it must resolve inside the dataset root (``escapes_root``), be at most
+``MAX_IMAGE_BYTES`` and not much larger than its pixels, and declare at most ``MAX_IMAGE_PIXELS``
+(``too_large``), and be an image at all (``unreadable``): only then is it copied, or decoded.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,8 +28,8 @@ from PIL import Image
 
 from synthdb.errors import SynthdbError
 from synthdb.faces.detect import load_image
+from synthdb.untrusted import MAX_IMAGE_BYTES, ImageHeader, Refused, image_header, read_capped, resolve_inside
 
-EXIF_ORIENTATION = 0x0112
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
@@ -62,7 +69,8 @@ class ImagePipeline:
         size: int | None = None,
         quality: int = 95,
     ) -> None:
-        self.root, self.encoding, self.size, self.quality = root, encoding, size, quality
+        self.root = Path(os.path.realpath(root))  # resolved once: each file is checked against it
+        self.encoding, self.size, self.quality = encoding, size, quality
         self.cropper = None
         if crop is not None:
             from synthdb.faces.align import Cropper  # torch and kornia: only when cropping
@@ -76,13 +84,16 @@ class ImagePipeline:
         self._detector_lock = threading.Lock()
 
     def __call__(self, relpath: str) -> Encoded | Skip:
-        path = self.root / relpath
         try:
+            path = resolve_inside(self.root, relpath)
+            header = image_header(path)
             if self.cropper is None:
-                copied = self._copy(path)
+                copied = self._copy(path, header, relpath)
                 if copied is not None:
                     return copied
             pixels = load_image(path)
+        except Refused as exc:
+            return Skip(exc.kind, str(exc))
         except SynthdbError as exc:
             return Skip("unreadable", str(exc))
         if self.cropper is not None:
@@ -103,28 +114,22 @@ class ImagePipeline:
             return ".png"
         return PurePosixPath(name).suffix.lower() or ".img"
 
-    def _copy(self, path: Path) -> Encoded | None:
+    def _copy(self, path: Path, header: ImageHeader, relpath: str) -> Encoded | None:
         """The file's own bytes when they already fit, else None (decode and encode).
 
-        For JPEG records only files named .jpg/.jpeg are opened to look: opening costs as much as a small
-        image's decode, and a JPEG under another name just gets re-encoded.
+        ``path`` is resolved and its ``header`` checked (:func:`synthdb.untrusted.image_header`); the
+        bytes are read with the same cap, so a file that grew since is refused rather than copied.
+        JPEG records copy files named .jpg/.jpeg only: a JPEG under another name just gets re-encoded.
         """
         if self.encoding == "keep":
-            return Encoded(_read(path), self.extension(path.name), None) if self.size is None else None
-        if path.suffix.lower() not in JPEG_SUFFIXES:
+            if self.size is not None:
+                return None
+            return Encoded(read_capped(path, MAX_IMAGE_BYTES, "image"), self.extension(relpath), None)
+        if path.suffix.lower() not in JPEG_SUFFIXES or header.format != "JPEG" or header.mode != "RGB":
             return None
-        try:
-            with Image.open(path) as img:
-                if img.format != "JPEG" or img.mode != "RGB":
-                    return None
-                if self.size is not None and img.size != (self.size, self.size):
-                    return None
-                if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                    return None
-                size = img.size
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return None  # load_image names the problem
-        return Encoded(_read(path), ".jpg", size)
+        if (self.size is not None and header.size != (self.size, self.size)) or header.orientation != 1:
+            return None
+        return Encoded(read_capped(path, MAX_IMAGE_BYTES, "image"), ".jpg", header.size)
 
     def _crop(self, pixels: np.ndarray) -> np.ndarray | Skip:
         import torch
@@ -156,11 +161,3 @@ class ImagePipeline:
             return Encoded(buffer.getvalue(), ".jpg", img.size)
         img.save(buffer, format="PNG")
         return Encoded(buffer.getvalue(), ".png", img.size)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise SynthdbError(f"cannot read image {path}: {reason} (check the dataset root)") from None

@@ -38,6 +38,7 @@ from synthdb.nets.cards import get_card
 from synthdb.progress import progress_bar
 from synthdb.store import parquet
 from synthdb.store.commit import ShardSpec, commit
+from synthdb.untrusted import Refused, image_header, resolve_inside
 
 DETECTORS = ("mtcnn", "dlib", "none")
 
@@ -81,14 +82,13 @@ class _Units(Dataset):
         loaded: list[tuple[int, Item, np.ndarray]] = []
         for position, (sample_id, identity_id, path) in enumerate(self.units[index]):
             try:
-                loaded.append((position, (sample_id, identity_id, path), load_image(self.root / path)))
+                real = resolve_inside(self.root, path)  # the tree may have changed since the import
+                image_header(real)  # byte and pixel caps before anything is decoded
+                loaded.append((position, (sample_id, identity_id, path), load_image(real)))
             except SynthdbError as exc:
-                results[position] = (
-                    sample_id,
-                    identity_id,
-                    None,
-                    {"kind": "unreadable", "detail": {"error": str(exc)}},
-                )
+                kind = exc.kind if isinstance(exc, Refused) else "unreadable"
+                issue = {"kind": kind, "detail": {"error": str(exc)}}
+                results[position] = (sample_id, identity_id, None, issue)
         if self.detector == "none":
             found = [None] * len(loaded)
         else:
@@ -135,7 +135,7 @@ def _dataset_row(ctx: Context, name: str) -> tuple[int, Path]:
         root = conn.execute(sa.select(table.c.root).where(table.c.id == found)).scalar_one()
     if root is None:
         raise SynthdbError(f"dataset '{name}' has no image root (latent-only): render its images first")
-    return found, Path(root)
+    return found, Path(root).resolve()  # resolved once: every file must resolve inside it
 
 
 def done_samples(ctx: Context, dataset_id: int, model: str) -> set[int]:

@@ -394,6 +394,10 @@ def kwargs_from_pickle(record: PickledModule) -> dict[str, Any]:
     kwargs = dict(zip(_OFFICIAL_PARAMS, record.init_args, strict=False))
     kwargs.update(record.init_kwargs)
     options = plain(record.state.get("rendering_kwargs", kwargs.get("rendering_kwargs") or {}))
+    sr_fp16 = kwargs.pop("sr_num_fp16_res", 0) or 0
+    rays = plain(record.state.get("neural_rendering_resolution", 64))
+    if not isinstance(options, dict) or not _is_int(sr_fp16) or not _is_int(rays):
+        raise ValueError("rendering_kwargs, sr_num_fp16_res or neural_rendering_resolution of the wrong type")
     module = str(options.get("superresolution_module", "")).rsplit(".", 1)[-1]
     if module not in OFFICIAL_SUPERRESOLUTION:
         raise ValueError(f"superresolution module {module or '(none)'!r} is not one synthdb knows")
@@ -408,7 +412,6 @@ def kwargs_from_pickle(record: PickledModule) -> dict[str, Any]:
         widths.append(int(weight.shape[0]))
         sizes.append(int(noise.shape[-1]))
     official = OFFICIAL_SUPERRESOLUTION[module]
-    sr_fp16 = int(kwargs.pop("sr_num_fp16_res", 0) or 0)
     layout = SuperresolutionLayout(
         input_resolution=sizes[0] // 2 if official.first_block_up else sizes[0],
         channels=(widths[0], widths[1]),
@@ -424,10 +427,14 @@ def kwargs_from_pickle(record: PickledModule) -> dict[str, Any]:
         img_resolution=sizes[1],
         rendering_kwargs=options,
         superresolution={**asdict(layout), "channels": list(layout.channels)},
-        neural_rendering_resolution=int(record.state.get("neural_rendering_resolution", 64)),
+        neural_rendering_resolution=rays,
         backbone_resolution=max(blocks),
     )
     return kwargs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def tiny_init(net: nn.Module) -> None:

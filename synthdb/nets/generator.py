@@ -33,8 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from synthdb.errors import SynthdbError
-from synthdb.nets import eg3d, rosinality, stylegan2, stylegan3
+from synthdb.nets import dcgan, eg3d, limits, rosinality, stylegan2, stylegan3
 from synthdb.nets.pickles import PickledModule, read_pickled_module
+from synthdb.nets.weights import check_tensors, load_torch_file
 
 FILE_FORMAT = "synthdb-generator"
 FILE_VERSION = 1
@@ -55,10 +56,11 @@ class Architecture:
 
     name: str
     build: Callable[..., nn.Module]
-    pickle_class: str
-    pickle_marker: str
-    from_pickle: Callable[[PickledModule], dict[str, Any]]
-    tiny_init: Callable[[nn.Module], None]
+    #: "" for architectures NVIDIA never pickled (DCGAN): no pickle is ever taken for them
+    pickle_class: str = ""
+    pickle_marker: str = ""
+    from_pickle: Callable[[PickledModule], dict[str, Any]] | None = None
+    tiny_init: Callable[[nn.Module], None] | None = None
     synthesis_takes_c: bool = False  # EG3D renders from a camera label; StyleGAN's c only enters mapping
     #: tells apart configurations that share their classes (StyleGAN3 T and R), from the recorded arguments
     pickle_accepts: Callable[[PickledModule], bool] | None = None
@@ -151,6 +153,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         tiny_init=stylegan3.tiny_init,
         pickle_accepts=stylegan3.is_config_r,
     ),
+    # PyTorch's DCGAN tutorial generator (the embedded dcgan-digiface): w is z, one w per image, no noise.
+    "dcgan": Architecture(name="dcgan", build=dcgan.DCGANGenerator),
 }
 
 TINY: dict[str, TinyConfig] = {
@@ -266,6 +270,8 @@ class Generator(nn.Module):
         self.untrained = untrained
         #: how a translated file was read (e.g. where its w_avg came from), for describe(); "" otherwise
         self.origin = ""
+        #: the crop preset its images are framed in (its model card's), "" for FFHQ framing at its size
+        self.framing = ""
 
     # attributes of the reference API
     @property
@@ -430,7 +436,8 @@ class Generator(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             network = arch.build(**config.kwargs)
-            arch.tiny_init(network)
+            if arch.tiny_init is not None:
+                arch.tiny_init(network)
         return cls(network, arch.name, config.kwargs, name=name, untrained=True)
 
     @classmethod
@@ -442,12 +449,16 @@ class Generator(nn.Module):
         path = Path(spec)
         if path.is_file():
             return cls.from_file(path)
-        from synthdb.nets.cards import get_card, list_cards  # cards pull in every embedder module
+        from synthdb.nets.cards import get_card, list_cards, locate_weights  # cards import every embedder
 
         names = [*TINY, *(c.name for c in list_cards("generator"))]
         if str(spec) not in names:
             raise SynthdbError(f"no generator {str(spec)!r}: not a file, and not one of {', '.join(names)}")
         card = get_card(str(spec))
+        if card.embedded:
+            generator = cls.from_file(locate_weights(card), name=card.name, architecture=card.architecture)
+            generator.framing = card.preset
+            return generator
         if models_dir is None:
             raise SynthdbError(
                 f"{card.name}'s weights ({card.file}) are looked up in a workspace's models "
@@ -460,7 +471,9 @@ class Generator(nn.Module):
                 f"{weights} does not exist: fetch it (`synthdb models fetch {card.name}`) or "
                 f"copy it (`synthdb models add {card.name} --file PATH`)"
             )
-        return cls.from_file(weights, name=card.name, architecture=card.architecture)
+        generator = cls.from_file(weights, name=card.name, architecture=card.architecture)
+        generator.framing = card.preset
+        return generator
 
     @classmethod
     def from_file(cls, path: str | Path, name: str = "", architecture: str | None = None) -> Generator:
@@ -495,8 +508,9 @@ class Generator(nn.Module):
     @classmethod
     def _from_saved(cls, path: Path) -> Generator:
         try:
-            with torch.serialization.safe_globals(list(rosinality.SAFE_GLOBALS)):
-                payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = load_torch_file(path, rosinality.SAFE_GLOBALS)
+        except SynthdbError:
+            raise
         except Exception as error:  # torch raises many types for bad files; all mean the same to the user
             reason = str(error).split("\n")[0] or type(error).__name__
             raise SynthdbError(
@@ -505,11 +519,14 @@ class Generator(nn.Module):
             ) from None
         if rosinality.is_checkpoint(payload):
             return cls._from_rosinality(payload, path)
+        if dcgan.is_checkpoint(payload):
+            return cls._from_dcgan(payload, path)
         if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
             raise SynthdbError(
                 f"{path} is a torch file but not a synthdb generator (no format = "
                 f"{FILE_FORMAT!r}): write it with Generator.save"
             )
+        limits.check_saved_file(payload, path)
         if payload.get("version") != FILE_VERSION or payload.get("architecture") not in ARCHITECTURES:
             raise SynthdbError(
                 f"{path} is a synthdb generator file of version {payload.get('version')} for "
@@ -544,16 +561,28 @@ class Generator(nn.Module):
         return generator
 
 
+    @classmethod
+    def _from_dcgan(cls, payload: dict[str, Any], path: Path) -> Generator:
+        """A DCGAN tutorial checkpoint's ``netG_state_dict``; its shapes give the constructor arguments."""
+        try:
+            kwargs, state = dcgan.translate(payload)
+        except ValueError as error:
+            raise SynthdbError(f"{path}: its DCGAN generator cannot be rebuilt ({error})") from None
+        arch = ARCHITECTURES["dcgan"]
+        return cls(_build(arch, kwargs, state, path), arch.name, kwargs)
+
+
 def _detect(record: PickledModule, path: Path) -> Architecture:
     names = record.class_names()
-    for arch in ARCHITECTURES.values():
+    pickled = [arch for arch in ARCHITECTURES.values() if arch.pickle_class]
+    for arch in pickled:
         if (
             record.class_name == arch.pickle_class
             and arch.pickle_marker in names
             and (arch.pickle_accepts is None or arch.pickle_accepts(record))
         ):
             return arch
-    known = ", ".join(f"{a.name} ({a.pickle_class} with {a.pickle_marker})" for a in ARCHITECTURES.values())
+    known = ", ".join(f"{a.name} ({a.pickle_class} with {a.pickle_marker})" for a in pickled)
     raise SynthdbError(
         f"{path} holds a {record.class_name} built from {', '.join(sorted(names))}: not an "
         f"architecture synthdb can build yet (known: {known})"
@@ -565,13 +594,16 @@ def _build(
 ) -> nn.Module:
     """Our network from constructor arguments and a state dict that must fit it exactly.
 
-    The network is built on the meta device (no time spent on random init that would be overwritten),
-    then the file's tensors are assigned to it.
+    The arguments are checked against sane ranges first (:mod:`synthdb.nets.limits`) and the tensors' bytes
+    against the file's size; the network is then built on the meta device (no time spent on random init
+    that would be overwritten), and the file's tensors are assigned to it.
     """
+    limits.check_arguments(arch.name, kwargs, path)
+    check_tensors(path, state.items())
     try:
         with torch.device("meta"):
             network = arch.build(**kwargs)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ArithmeticError) as error:
         raise SynthdbError(
             f"{path}: cannot build {arch.name} from its arguments ({error}); the file is "
             "damaged or from an unsupported release"

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from synthdb.errors import SynthdbError
+from synthdb.nets import limits
 from synthdb.nets.stylegan2 import StyleGAN2Generator, make_filter
 
 #: keys only rosinality's StyleGAN2 generator state has, all of which a checkpoint must hold
@@ -59,7 +60,13 @@ def translate(payload: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], d
     src = _Source(g, path)
     w_dim = src.get("style.1.weight", ndim=2).shape[1]
     n_mlp = _count(g, r"style\.(\d+)\.weight")
-    resolutions = [2 ** (i + 2) for i in range(_count(g, r"to_rgbs\.(\d+)\.conv\.weight") + 1)]
+    blocks = _count(g, r"to_rgbs\.(\d+)\.conv\.weight") + 1
+    if blocks > limits.MAX_RESOLUTION.bit_length() - 2:  # before a list of sizes up to 2 ** blocks is made
+        raise SynthdbError(
+            f"{path}: g_ema has {blocks} ToRGB layers, more than a {limits.MAX_RESOLUTION} px generator: "
+            f"the file is damaged or crafted: {_FIX}"
+        )
+    resolutions = [2 ** (i + 2) for i in range(blocks)]
     channels = {4: src.get("input.input", ndim=4).shape[1]}
     for idx, res in enumerate(resolutions[1:]):
         channels[res] = src.get(f"convs.{2 * idx}.conv.weight", ndim=5).shape[1]

@@ -577,9 +577,10 @@ def kwargs_from_pickle(record: PickledModule) -> dict[str, Any]:
     kwargs.update(record.init_kwargs)
     for key in _TRAINING_ONLY:
         kwargs.pop(key, None)
-    kwargs["mapping_kwargs"] = {
-        k: v for k, v in (kwargs.get("mapping_kwargs") or {}).items() if k != "w_avg_beta"
-    }
+    mapping = kwargs.get("mapping_kwargs") or {}
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"mapping_kwargs is a {type(mapping).__name__}, not a dict")
+    kwargs["mapping_kwargs"] = {k: v for k, v in mapping.items() if k != "w_avg_beta"}
     if unknown := sorted(set(kwargs) - set(params)):
         raise ValueError(f"constructor arguments synthdb's StyleGAN3 does not know: {', '.join(unknown)}")
     return kwargs

@@ -5,13 +5,21 @@ which rebuilds tensors and plain containers and refuses any other Python global.
 file, a half download, an HTML page saved as ``.pt``, a pickle that wants ``os.system``, the wrong release,
 another network's weights) ends as one :class:`~synthdb.errors.SynthdbError` line that names the file and
 the fix, because these are the errors users meet first and cannot debug from a torch traceback.
+
+:func:`load_torch_file` is the one place synthdb calls ``torch.load`` (embedders here, generator files in
+:mod:`synthdb.nets.generator`), and it bounds what a small file can make torch allocate. ``torch.save``
+stores its zip entries uncompressed, but a crafted zip may deflate 256 KB into 256 MiB: the central
+directory's sizes are checked first (:data:`ZIP_RATIO`). After loading, a tensor may not view more bytes
+than its storage holds (a stride-0 view of one float can claim gigabytes that the first copy materialises),
+and all tensors together at most :data:`TENSOR_RATIO` times the file's size (:func:`check_tensors`).
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Collection, Mapping, Sequence
+import zipfile
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +27,7 @@ from torch import nn
 
 from synthdb.errors import SynthdbError
 from synthdb.files import sha256_hex
+from synthdb.nets.unpickler import describe
 
 #: Where training code puts the network inside a checkpoint: PyTorch Lightning (AdaFace) saves the module
 #: as ``model`` next to its ``head``; ``DataParallel`` / DDP prefix every key with ``module.``.
@@ -26,6 +35,16 @@ WRAPPER_PREFIXES = ("model.", "module.")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since torch 1.6
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickled magic number of old torch.save
 _EXAMPLES = 3
+ZIP_RATIO = 2
+"""The most a torch zip may inflate: its entries' declared sizes add up to at most this times the file's
+size (plus :data:`BYTES_SLACK`), and no compressed entry inflates more (``torch.save`` compresses nothing)."""
+TENSOR_RATIO = 2
+"""Tensor bytes, counted once per name, may add up to this times the file's size (plus :data:`BYTES_SLACK`):
+storages are stored raw, and a network ties few weights."""
+BYTES_SLACK = 1 << 20
+"""Added to both bounds, so that tiny files keep room for their small tensors."""
+MAX_OBJECTS = 1_000_000
+"""Containers and values walked in a loaded file looking for tensors (a checkpoint holds thousands)."""
 
 
 def load_state_dict(path: str | Path, expected_keys: Collection[str] | None = None, sha256: str | None = None,
@@ -86,7 +105,7 @@ def _torch_load(path: Path, fix: str) -> object:
                            "files; if it is a web page (Google Drive's download warning), download the real "
                            "file in a browser")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         if found is None:
@@ -96,8 +115,97 @@ def _torch_load(path: Path, fix: str) -> object:
             "torch.load(weights_only=True) refuses it because unpickling it could run arbitrary code: in an "
             "environment you trust, re-save just its tensors with torch.save(state_dict, ...) and use that "
             "file") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    # what torch's loaders raise for damaged files (its legacy reader asserts and indexes its memo)
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, AssertionError,
+            zipfile.BadZipFile) as error:
         raise _corrupt(path, size, error, fix) from None
+
+
+def load_torch_file(path: Path, safe_globals: Sequence[type] = ()) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with ``safe_globals`` allowed besides tensors and
+    plain containers, within bounds: a zip's declared sizes are checked before torch reads it, and the
+    loaded tensors by :func:`check_tensors`. Bounds are one :class:`SynthdbError` line; torch's own errors
+    for damaged files propagate, for the caller to word (it knows what the file should have been)."""
+    _check_archive(path)
+    with torch.serialization.safe_globals(list(safe_globals)):
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    check_tensors(path, _tensors(path, loaded))
+    return loaded
+
+
+def check_tensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Refuse tensors that view more bytes than their storage holds (stride 0, overlapping strides) and a
+    total above :data:`TENSOR_RATIO` times the file's size plus :data:`BYTES_SLACK`: the bounds of the
+    memory a file can make synthdb use once its tensors are copied. Meta tensors hold no memory."""
+    limit, total = BYTES_SLACK, 0
+    for name, tensor in tensors:
+        if not name.isprintable():
+            raise SynthdbError(f"{path}: a tensor is named {describe(name)}: the file is damaged or crafted")
+        if tensor.device.type == "meta":
+            continue
+        nbytes = tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage().nbytes()
+        if nbytes > storage:
+            raise SynthdbError(
+                f"{path}: its tensor {name} of shape {tuple(tensor.shape)} and strides {tensor.stride()} "
+                f"views {nbytes:,} bytes of a {storage:,}-byte storage (an expanding view): the file is "
+                "damaged or crafted; synthdb reads only tensors stored in full"
+            )
+        total += nbytes
+        if total > limit and limit == BYTES_SLACK:  # past the slack, the file's size counts
+            limit += TENSOR_RATIO * path.stat().st_size
+        if total > limit:
+            raise SynthdbError(
+                f"{path}: its tensors add up to more than {limit:,} bytes, {TENSOR_RATIO} times its size "
+                "(storages viewed again and again): the file is damaged or crafted"
+            )
+
+
+def _check_archive(path: Path) -> None:
+    """A torch zip's central directory, before torch allocates what it declares (torch decides the format
+    by the first bytes, as here; the legacy format stores its storages raw and is bounded by the file)."""
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            return
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    size = path.stat().st_size
+    declared = sum(entry.file_size for entry in entries)
+    inflating = [
+        e.filename for e in entries if e.file_size > ZIP_RATIO * e.compress_size + BYTES_SLACK
+    ]
+    if declared > ZIP_RATIO * size + BYTES_SLACK or inflating:
+        raise SynthdbError(
+            f"{path} declares {declared:,} bytes of content in a {size:,}-byte zip"
+            + (f" ({inflating[0]} is compressed)" if inflating else "")
+            + ": torch.save writes its entries uncompressed, so the file is crafted (a zip bomb) or damaged; "
+            "re-save the weights with torch.save"
+        )
+
+
+def _tensors(path: Path, loaded: object) -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) for every distinct tensor in a loaded file, walked iteratively and each object
+    once (torch's unpickler shares objects, so a file can be a DAG); names are cut at 200 characters."""
+    seen: set[int] = set()
+    pending: list[tuple[str, object]] = [("", loaded)]
+    while pending:
+        name, value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if len(seen) > MAX_OBJECTS:
+            raise SynthdbError(f"{path} holds more than {MAX_OBJECTS:,} objects: it is not a checkpoint")
+        if isinstance(value, torch.Tensor):
+            yield name or "(the file)", value
+        elif isinstance(value, Mapping):
+            pending.extend((_child(name, k), v) for k, v in value.items())
+        elif isinstance(value, list | tuple | set | frozenset):
+            pending.extend((_child(name, i), v) for i, v in enumerate(value))
+
+
+def _child(name: str, key: object) -> str:
+    part = key[:200] if isinstance(key, str) else describe(key)
+    return f"{name}.{part}".lstrip(".")[:200]
 
 
 def _corrupt(path: Path, size: int, error: BaseException, fix: str) -> SynthdbError:

@@ -4,8 +4,10 @@ A source only *scans*: it yields ``Entry`` objects (key, path relative to the ro
 attributes, protocol memberships) in a deterministic order. ``import_source`` does the rest the same
 way for all of them: one run row; entries streamed in chunks so memory stays bounded (WebFace42M has
 42M files); each chunk committed in one transaction; files stat-ed (decoded only with
-``verify_images``); missing, unreadable and root-escaping files counted and named in the run's
-summary instead of stopping the import; re-running adds nothing unless ``update`` asks for new files,
+``verify_images``, within :mod:`synthdb.untrusted`'s byte and pixel caps); missing, unreadable,
+too large and root-escaping files (a symlink, or a ``..`` path, that leads out of the root) counted and
+named in the run's summary instead of stopping the import; folder symlinks are never followed by a scan,
+and named too; re-running adds nothing unless ``update`` asks for new files,
 or the run that created the dataset never finished (killed, failed): then re-running resumes it.
 Sources whose protocols prescribe comparisons (LFW pairs, IJB-C template matches) also yield ``Pair``
 objects; they are stored after all samples, when every key they name has an id.
@@ -32,6 +34,7 @@ from synthdb.catalog.schema import Protocol as ProtocolRow
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
+from synthdb.untrusted import Refused, RootGuard, image_header, is_inside, read_capped, resolve_inside
 
 CHUNK = 5_000
 LISTED_PROBLEMS = 200
@@ -48,6 +51,16 @@ class Entry:
     attributes: dict[str, Any] | None = None
     label: str | None = None
     groups: tuple[tuple[str, str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class LinkedFolder:
+    """A folder symlink a scan met and did not enter (links could loop or lead out of the root).
+
+    ``import_source`` names it: ``escapes_root`` when it leads out of the root, else ``linked_folder``.
+    """
+
+    path: str
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class Source(Protocol):
 
     def check(self, root: Path) -> None: ...
 
-    def scan(self, root: Path) -> Iterator[Entry]: ...
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]: ...
 
     def pairs(self, root: Path) -> Iterator[Pair]: ...
 
@@ -166,8 +179,58 @@ def subfolders(folder: str | os.PathLike) -> list[os.DirEntry[str]]:
     return [item for item in sorted_listing(folder) if item.is_dir(follow_symlinks=False)]
 
 
-def check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) -> Entry | None:
-    """The entry with its path cleaned, or None (and a named problem) when its file cannot be used."""
+def folders(folder: str | os.PathLike, rel: str) -> Iterator[os.DirEntry[str] | LinkedFolder]:
+    """The subfolders of ``folder`` in sorted order, and its folder symlinks as ``LinkedFolder``s
+    (named, never entered); ``rel`` is the folder's path under the root, '' or ending in '/'."""
+    for item in sorted_listing(folder):
+        if item.is_dir(follow_symlinks=False):
+            yield item
+        elif link := folder_link(item, rel + item.name):
+            yield link
+
+
+def folder_link(item: os.DirEntry[str], rel: str) -> LinkedFolder | None:
+    """``item`` (at ``rel`` under the root) as a folder symlink a scan does not enter, else None."""
+    try:
+        return LinkedFolder(rel) if item.is_symlink() and item.is_dir() else None
+    except OSError:  # a link the file system cannot even stat is no folder to enter
+        return None
+
+
+def leads_out(root: Path, folder: Path) -> bool:
+    """Whether ``folder`` (a path under ``root``) resolves, symlinks followed, to a place outside it."""
+    return not is_inside(os.path.realpath(root), os.path.realpath(folder))
+
+
+METADATA_BYTES = 1 << 30
+"""The largest metadata file an importer reads whole (FFHQ's JSON, 267 MB, is the largest real one)."""
+
+
+def read_metadata(root: Path, rel: str, fix: str, limit: int = METADATA_BYTES) -> str:
+    """The text of the metadata file ``root/rel``.
+
+    Refused when it leads out of the root (a symlink to ``/etc/passwd`` would otherwise be parsed, and
+    quoted in errors) or holds more than ``limit`` bytes (a sparse file would otherwise fill memory).
+    ``fix`` ends every error message.
+    """
+    try:
+        return read_capped(resolve_inside(root, rel), limit, "metadata file").decode("utf-8")
+    except Refused as exc:
+        raise SynthdbError(f"{exc}; {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise SynthdbError(
+            f"{root / rel} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix}"
+        ) from None
+
+
+def check_file(
+    root: Path, entry: Entry, verify: bool, report: ImportReport, guard: RootGuard | None = None
+) -> Entry | None:
+    """The entry with its path cleaned, or None (and a named problem) when its file cannot be used.
+
+    The file must resolve inside the root: its folder (resolved once per folder by ``guard``) and, when
+    the file is a symlink, the link's target. A link between two files inside the root is fine.
+    """
     if entry.path is None:
         return entry
     rel = safe_relpath(entry.path)
@@ -179,9 +242,19 @@ def check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) -> 
     except UnicodeEncodeError:  # a non-UTF-8 file name: the catalog stores text, so name it and move on
         report.problem("non_utf8_name", rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
         return None
-    full = os.path.join(root, rel)
+    guard = guard or RootGuard(root)
+    full = os.path.join(guard.root, rel)
+    if not guard.folder_inside(os.path.dirname(rel)):
+        report.problem("escapes_root", rel)
+        return None
     try:
-        if not stat.S_ISREG(os.stat(full).st_mode):
+        mode = os.lstat(full).st_mode
+        if stat.S_ISLNK(mode):
+            if not guard.link_inside(full):
+                report.problem("escapes_root", rel)
+                return None
+            mode = os.stat(full).st_mode
+        if not stat.S_ISREG(mode):
             report.problem("missing", rel)
             return None
     except (FileNotFoundError, NotADirectoryError):
@@ -190,20 +263,30 @@ def check_file(root: Path, entry: Entry, verify: bool, report: ImportReport) -> 
     except (OSError, ValueError):  # e.g. a name the file system cannot encode, a symlink loop, no permission
         report.problem("unreadable", rel)
         return None
-    if verify:
-        from PIL import Image
-
-        try:
-            with Image.open(full) as image:
-                image.load()
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing here
-            report.problem("unreadable", f"{rel} ({type(exc).__name__})")
-            return None
+    if verify and not _decodes(Path(full), rel, report):
+        return None
     return (
         entry
         if rel == entry.path
         else Entry(entry.key, rel, entry.identity, entry.attributes, entry.label, entry.groups)
     )
+
+
+def _decodes(path: Path, rel: str, report: ImportReport) -> bool:
+    """Whether the image decodes, its header checked against the byte and pixel caps first."""
+    from PIL import Image
+
+    try:
+        image_header(path)
+        with Image.open(path) as image:
+            image.load()
+    except Refused as exc:
+        report.problem(exc.kind, rel)
+        return False
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing here
+        report.problem("unreadable", f"{rel} ({type(exc).__name__})")
+        return False
+    return True
 
 
 def _group_ids(conn: Connection, dataset_id: int, names: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -327,6 +410,17 @@ def _commit_pairs(ctx: Context, dataset_id: int, chunk: list[Pair], report: Impo
         report.pairs_added += len(rows)
 
 
+def _checked(
+    found: Entry | LinkedFolder, verify: bool, report: ImportReport, guard: RootGuard
+) -> Entry | None:
+    """A scanned entry that may be imported, or None; a folder link is named, never entered."""
+    if isinstance(found, LinkedFolder):
+        inside = guard.link_inside(os.path.join(guard.root, found.path))
+        report.problem("linked_folder" if inside else "escapes_root", found.path + "/")
+        return None
+    return check_file(Path(guard.root), found, verify, report, guard)
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -360,7 +454,8 @@ def import_source(
         )
         report = ImportReport(dataset=name, dataset_id=dataset_id, run_id=run_id)
         with progress_bar(None, f"importing {name}", quiet) as advance:
-            checked = (check_file(root, e, verify_images, report) for e in source.scan(root))
+            guard = RootGuard(root)
+            checked = (_checked(e, verify_images, report, guard) for e in source.scan(root))
             for chunk in _chunks((e for e in checked if e is not None), CHUNK):
                 report.scanned += len(chunk)
                 _commit_chunk(ctx, dataset_id, run_id, chunk, report)

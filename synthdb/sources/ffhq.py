@@ -20,6 +20,9 @@ groups ``training`` (purpose train) and ``validation``.
 
 The JSON (267 MB) is decoded one entry at a time from its text: ``json.load`` of the whole file
 would hold 2.4 GB of Python objects, the text alone holds 267 MB. Entries are imported in file order.
+The JSON and the image folders must lie inside the root (a symlink out of it is refused before
+anything is read), and the JSON may not exceed ``METADATA_BYTES``; paths the JSON gives are checked
+file by file like any importer's.
 """
 
 from __future__ import annotations
@@ -33,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import DirectorySource, Entry, sorted_listing, subfolders
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    leads_out,
+    read_metadata,
+    sorted_listing,
+    subfolders,
+)
 
 METADATA_FILE = "ffhq-dataset-v2.json"
+REFETCH = f"put {METADATA_FILE} (from NVlabs/ffhq-dataset) in the FFHQ root"
 ALIGNED_SIZE = 1024
 _RESIZED = re.compile(r"images(\d+)x(\d+)")
 _FIVE_DIGITS = re.compile(r"\d{5}")
@@ -119,35 +130,36 @@ class FFHQ(DirectorySource):
 
     def __init__(self) -> None:
         self._text = ""
-        self._first: dict[str, Any] = {}
+        self._folders: list[_Folder] = []
 
     def check(self, root: Path) -> None:
-        """Read the JSON and decode its first entry: a missing or foreign file fails before any write."""
+        """Read the JSON, decode its first entry and find the image folders: a missing or foreign file,
+        or a folder linked out of the root, fails before any write."""
         path = root / METADATA_FILE
-        try:
-            self._text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SynthdbError(
-                f"{path} is missing: put {METADATA_FILE} (from NVlabs/ffhq-dataset) in the FFHQ root"
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SynthdbError(f"{path} is not readable ({exc}); download it again") from None
+        if not path.exists():
+            raise SynthdbError(f"{path} is missing: {REFETCH}")
+        self._text = read_metadata(root, METADATA_FILE, f"download it again and {REFETCH}")
         first = next(_entries(self._text, path), None)
         if first is None or not isinstance(first[1], dict):
             raise SynthdbError(
                 f"{path}: expected an object of entries keyed by image index; download it again"
             )
-        self._first = first[1]
+        self._folders = self._find_folders(root, first[1])
 
-    def _folders(self, root: Path) -> list[_Folder]:
-        first = self._first
+    @staticmethod
+    def _find_folders(root: Path, first: dict[str, Any]) -> list[_Folder]:
         folders: list[_Folder] = []
         named = {}
         for field in ("image", "thumbnail", "in_the_wild"):
             top = _top_folder(first, field)
-            if top is not None:
+            if top is not None and top not in ("", ".", ".."):
                 named[top] = field
                 if (root / top).is_dir():
+                    if leads_out(root, root / top):
+                        raise SynthdbError(
+                            f"{root / top} leads outside {root} (a symlink): move the images into the "
+                            "FFHQ root, or link the whole root instead"
+                        )
                     folders.append(_Folder(top, field, _layout_is_two_digit(root / top)))
         for item in subfolders(root):
             size = _RESIZED.fullmatch(item.name)
@@ -171,7 +183,7 @@ class FFHQ(DirectorySource):
         return folders
 
     def scan(self, root: Path) -> Iterator[Entry]:
-        folders = self._folders(root)
+        folders = self._folders
         path = root / METADATA_FILE
         for key, entry in _entries(self._text, path):
             if not key.isdigit() or not isinstance(entry, dict) or not isinstance(entry.get("image"), dict):

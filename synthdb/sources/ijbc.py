@@ -17,16 +17,23 @@ folder (their numbers overlap) and ``face_h`` is stored. The identity is SUBJECT
 Protocol ``test1`` has one group ``eval``: enroll_templates.csv rows have purpose enroll,
 verif_templates.csv rows purpose probe, and match.csv lines become the group's template pairs in file
 order, genuine when both templates belong to the same subject.
+
+The CSVs must lie inside the root (a symlink out of it is refused before it is read) and are read a
+line at a time, each at most ``LINE_CHARS`` long; a FILENAME that leads out of ``images/`` and the root
+is counted and named like any root-escaping path.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from synthdb.errors import SynthdbError
 from synthdb.sources.common import DirectorySource, Entry, Pair
+from synthdb.untrusted import open_regular, resolve_inside
 
 PROTOCOL_DIR = "protocols/test1"
 TEMPLATE_FILES = (("enroll_templates.csv", "enroll"), ("verif_templates.csv", "probe"))
@@ -34,6 +41,9 @@ MATCH_FILE = "match.csv"
 TEMPLATE_COLUMNS = ("TEMPLATE_ID", "SUBJECT_ID", "FILENAME", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT")
 MATCH_COLUMNS = ("ENROLL_TEMPLATE_ID", "VERIF_TEMPLATE_ID")
 PREFIXES = ("", "IJB-C/", "IJB/IJB-C/")
+LINE_CHARS = 64 << 10
+"""The longest CSV line read (real ones are under 100 characters); a longer one is damage."""
+RESTORE = "restore the file from the IJB-C release"
 
 
 def _number(text: str, path: Path, line: int, column: str) -> int | float:
@@ -46,11 +56,21 @@ def _number(text: str, path: Path, line: int, column: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV whose header must hold ``columns``."""
+def _bounded_lines(fh: TextIO, path: Path) -> Iterator[str]:
+    """The lines of ``fh``, refusing one longer than ``LINE_CHARS``: a file without line ends (a sparse
+    file, say) would otherwise be read into memory whole as its first line."""
+    while line := fh.readline(LINE_CHARS + 1):
+        if len(line) > LINE_CHARS:
+            raise SynthdbError(f"{path}: a line is longer than {LINE_CHARS} characters; {RESTORE}")
+        yield line
+
+
+def _rows(root: Path, path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV under ``root`` whose header must hold ``columns``."""
+    real = resolve_inside(root, str(path.relative_to(root)))
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
+        with io.TextIOWrapper(open_regular(real, "protocol file"), encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(_bounded_lines(fh, path))
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise SynthdbError(
@@ -89,9 +109,9 @@ class IJBC(DirectorySource):
             path = self._protocol_file(root, filename)
             if not path.is_file():
                 raise SynthdbError(f"{path} is missing: restore it from the IJB-C release")
-            next(_rows(path, TEMPLATE_COLUMNS), None)  # the header is checked before anything is written
+            next(_rows(root, path, TEMPLATE_COLUMNS), None)  # the header is checked before any write
         if (match := self._protocol_file(root, MATCH_FILE)).is_file():
-            next(_rows(match, MATCH_COLUMNS), None)
+            next(_rows(root, match, MATCH_COLUMNS), None)
 
     def _protocol_file(self, root: Path, filename: str) -> Path:
         return root / self._prefix / PROTOCOL_DIR / filename
@@ -99,7 +119,7 @@ class IJBC(DirectorySource):
     def scan(self, root: Path) -> Iterator[Entry]:
         for filename, purpose in TEMPLATE_FILES:
             path = self._protocol_file(root, filename)
-            for line, row in _rows(path, TEMPLATE_COLUMNS):
+            for line, row in _rows(root, path, TEMPLATE_COLUMNS):
                 template = str(_number(row["TEMPLATE_ID"], path, line, "TEMPLATE_ID"))
                 subject = str(_number(row["SUBJECT_ID"], path, line, "SUBJECT_ID"))
                 box = [
@@ -131,10 +151,10 @@ class IJBC(DirectorySource):
         subjects: dict[str, str] = {}
         for filename, _ in TEMPLATE_FILES:
             path = self._protocol_file(root, filename)
-            for line, row in _rows(path, TEMPLATE_COLUMNS):
+            for line, row in _rows(root, path, TEMPLATE_COLUMNS):
                 template = str(_number(row["TEMPLATE_ID"], path, line, "TEMPLATE_ID"))
                 subjects[template] = str(_number(row["SUBJECT_ID"], path, line, "SUBJECT_ID"))
-        for position, (line, row) in enumerate(_rows(match, MATCH_COLUMNS)):
+        for position, (line, row) in enumerate(_rows(root, match, MATCH_COLUMNS)):
             first = str(_number(row["ENROLL_TEMPLATE_ID"], match, line, "ENROLL_TEMPLATE_ID"))
             second = str(_number(row["VERIF_TEMPLATE_ID"], match, line, "VERIF_TEMPLATE_ID"))
             known = first in subjects and second in subjects

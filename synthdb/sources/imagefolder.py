@@ -2,7 +2,8 @@
 
 ``root/<identity>/<image>``; the folder name is the identity label and the key is the relative path.
 Folders and files are visited in sorted order, one directory listing at a time (never the whole
-tree in memory), and symlinked folders are not followed, so a link loop cannot trap the scan.
+tree in memory), and symlinked folders are not followed (they are named), so a link loop cannot trap
+the scan and a link out of the root cannot pull other files in.
 """
 
 from __future__ import annotations
@@ -11,17 +12,26 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from synthdb.sources.common import DirectorySource, Entry, is_image_name
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    LinkedFolder,
+    folder_link,
+    is_image_name,
+    sorted_listing,
+)
 
 
 class ImageFolder(DirectorySource):
     name = "imagefolder"
 
-    def scan(self, root: Path) -> Iterator[Entry]:
-        for identity in sorted(os.scandir(root), key=lambda d: d.name):
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
+        for identity in sorted_listing(root):
             if not identity.is_dir(follow_symlinks=False):
+                if link := folder_link(identity, identity.name):
+                    yield link
                 continue
-            for item in sorted(os.scandir(identity.path), key=lambda d: d.name):
+            for item in sorted_listing(identity.path):
                 if is_image_name(item.name) and _maybe_file(item):
                     rel = f"{identity.name}/{item.name}"
                     yield Entry(key=rel, path=rel, identity=identity.name)

@@ -15,16 +15,29 @@ Protocol ``view1`` has groups ``train`` and ``test``; protocol ``view2`` has gro
 setting); pairs files become verification pairs of the group, in file order (the image-restricted
 setting). The identity is the person's name; keys are ``<Name>/<Name>_<NNNN>.jpg`` whichever folder
 holds the images, so pairs resolve the same way for every variant. All protocol files are parsed
-before anything is written: a malformed line fails the import with its file and line number.
+before anything is written: a malformed line fails the import with its file and line number. Names in
+pair and people lines only ever match keys, never open a file; the protocol files and the image
+folder must lie inside the root (a symlink out of it is refused, before anything is read).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import DirectorySource, Entry, Pair, is_image_name, sorted_listing, subfolders
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    LinkedFolder,
+    Pair,
+    folder_link,
+    is_image_name,
+    leads_out,
+    read_metadata,
+    sorted_listing,
+)
 
 IMAGE_FOLDERS = ("lfw", "lfw-deepfunneled", "lfw_funneled")
 VIEW1 = {
@@ -32,6 +45,9 @@ VIEW1 = {
     "test": ("pairsDevTest.txt", "peopleDevTest.txt"),
 }
 VIEW2 = ("pairs.txt", "people.txt")
+PROTOCOL_BYTES = 16 << 20
+"""The largest protocol file read (LFW's pairs.txt is 150 KB)."""
+REFETCH = "download it again from the LFW site"
 
 Membership = tuple[str, str, str | None]
 
@@ -44,29 +60,19 @@ def image_key(name: str, number: int) -> str:
 class _Lines:
     """The non-empty lines of a protocol file, split on whitespace, with their line numbers for errors."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SynthdbError(
-                f"{path}: cannot read it ({exc}); download it again from the LFW site"
-            ) from None
+    def __init__(self, root: Path, rel: str) -> None:
+        self.path = root / rel
+        text = read_metadata(root, rel, REFETCH, PROTOCOL_BYTES)
         self._lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         self._next = 0
 
     def take(self, fields: tuple[int, ...], what: str) -> list[str]:
         if self._next >= len(self._lines):
-            raise SynthdbError(
-                f"{self.path}: ends early, expected {what}; download it again from the LFW site"
-            )
+            raise SynthdbError(f"{self.path}: ends early, expected {what}; {REFETCH}")
         number, parts = self._lines[self._next]
         self._next += 1
         if len(parts) not in fields:
-            raise SynthdbError(
-                f"{self.path}:{number}: expected {what}, got {' '.join(parts)!r}; "
-                "download it again from the LFW site"
-            )
+            raise SynthdbError(f"{self.path}:{number}: expected {what}, got {' '.join(parts)!r}; {REFETCH}")
         return parts
 
     def count(self, what: str) -> int:
@@ -77,16 +83,12 @@ class _Lines:
             return int(text)
         except ValueError:
             number = self._lines[self._next - 1][0]
-            raise SynthdbError(
-                f"{self.path}:{number}: expected {what}, got {text!r}; download it again from the LFW site"
-            ) from None
+            raise SynthdbError(f"{self.path}:{number}: expected {what}, got {text!r}; {REFETCH}") from None
 
     def done(self) -> None:
         if self._next != len(self._lines):
             number = self._lines[self._next][0]
-            raise SynthdbError(
-                f"{self.path}:{number}: unexpected extra lines; download it again from the LFW site"
-            )
+            raise SynthdbError(f"{self.path}:{number}: unexpected extra lines; {REFETCH}")
 
 
 def _pair(lines: _Lines, genuine: bool) -> tuple[str, str, bool]:
@@ -125,10 +127,11 @@ class LFW(DirectorySource):
         self._members: dict[str, list[Membership]] = {}
         self._pairs: list[Pair] = []
 
-    def _find(self, root: Path, filename: str) -> Path | None:
-        for folder in (root, root / self._images):
-            if (folder / filename).is_file():
-                return folder / filename
+    def _find(self, root: Path, filename: str) -> _Lines | None:
+        """The protocol file ``filename``, in the root or in the image folder, if it is there."""
+        for rel in (filename, f"{self._images}/{filename}") if self._images else (filename,):
+            if os.path.lexists(root / rel):
+                return _Lines(root, rel)
         return None
 
     def check(self, root: Path) -> None:
@@ -139,22 +142,24 @@ class LFW(DirectorySource):
                 "import each from a root that holds only one, with its own --name"
             )
         self._images = present[0] if present else ""
+        if self._images and leads_out(root, root / self._images):
+            raise SynthdbError(
+                f"{root / self._images} leads outside {root} (a symlink): import the folder it points to, "
+                "or move the images into the root"
+            )
         for group, (pairs_file, people_file) in VIEW1.items():
-            if (path := self._find(root, pairs_file)) is not None:
-                lines = _Lines(path)
+            if (lines := self._find(root, pairs_file)) is not None:
                 (block,) = _read_pairs(lines, 1, lines.count("the number of pairs per set"))
                 self._add_pairs("view1", group, block)
-            if (path := self._find(root, people_file)) is not None:
-                (names,) = _read_people(_Lines(path), 1)
+            if (lines := self._find(root, people_file)) is not None:
+                (names,) = _read_people(lines, 1)
                 self._add_members("view1", group, names)
-        if (path := self._find(root, VIEW2[0])) is not None:
-            lines = _Lines(path)
+        if (lines := self._find(root, VIEW2[0])) is not None:
             header = lines.take((2,), "the header 'folds pairs-per-fold'")
             folds, per_fold = (lines.integer(text, "the header 'folds pairs-per-fold'") for text in header)
             for fold, block in enumerate(_read_pairs(lines, folds, per_fold), 1):
                 self._add_pairs("view2", f"fold_{fold:02d}", block)
-        if (path := self._find(root, VIEW2[1])) is not None:
-            lines = _Lines(path)
+        if (lines := self._find(root, VIEW2[1])) is not None:
             for fold, names in enumerate(_read_people(lines, lines.count("the number of folds")), 1):
                 self._add_members("view2", f"fold_{fold:02d}", names)
 
@@ -165,10 +170,14 @@ class LFW(DirectorySource):
         for name in names:
             self._members.setdefault(name, []).append((protocol, group, None))
 
-    def scan(self, root: Path) -> Iterator[Entry]:
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
         base = root / self._images
         prefix = f"{self._images}/" if self._images else ""
-        for person in subfolders(base):
+        for person in sorted_listing(base):
+            if not person.is_dir(follow_symlinks=False):
+                if link := folder_link(person, prefix + person.name):
+                    yield link
+                continue
             groups = tuple(self._members.get(person.name, ()))
             for item in sorted_listing(person.path):
                 if is_image_name(item.name) and item.is_file():

@@ -10,6 +10,7 @@ with a 3-digit subject and 2-digit session, recording and shot, for example
 neutral = 01/01, 02/01, 03/01, 04/01, 04/02; smile = 01/02, 03/02; surprise = 02/02; squint = 02/03;
 disgust = 03/03; scream = 04/03. Files whose name disagrees with their folders, or that are not
 images, are not Multi-PIE samples and are skipped. Sessions that are absent are simply not imported.
+Folder symlinks are named and never entered.
 
 Keys are the reference index's (the relative path without extension, ``/`` -> ``_``), so key lists
 written by the reference package still match. The identity is the 3-digit subject id.
@@ -37,7 +38,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import DirectorySource, Entry, is_image_name, sorted_listing, subfolders
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    LinkedFolder,
+    folders,
+    is_image_name,
+    sorted_listing,
+    subfolders,
+)
 
 _TRAIN = (
     "1 7 12 13 16 21 24 25 26 30 31 32 37 39 45 51 58 59 60 61 63 65 66 72 73 75 77 81 82 84 86 87 88 89 90 "
@@ -155,16 +164,28 @@ class MultiPIE(DirectorySource):
                 f"{root}: no session01..04/multiview folders; pass the Multi-PIE data folder that holds them"
             )
 
-    def scan(self, root: Path) -> Iterator[Entry]:
-        for session in subfolders(root):
-            if not _SESSION.fullmatch(session.name) or not (Path(session.path) / "multiview").is_dir():
-                continue
-            base = f"{session.name}/multiview"
-            for subject in subfolders(root / base):
-                for recording in subfolders(subject.path):
-                    for camera in subfolders(recording.path):
-                        folder = f"{base}/{subject.name}/{recording.name}/{camera.name}"
-                        for item in sorted_listing(camera.path):
-                            entry = parse_path(f"{folder}/{item.name}")
-                            if entry is not None and item.is_file():
-                                yield entry
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
+        for session in folders(root, ""):
+            if isinstance(session, LinkedFolder):
+                yield session
+            elif _SESSION.fullmatch(session.name):
+                multiview = f"{session.name}/multiview"
+                if (root / multiview).is_symlink():
+                    yield LinkedFolder(multiview)
+                elif (root / multiview).is_dir():
+                    yield from _walk(root, multiview, 3)
+
+
+def _walk(root: Path, rel: str, levels: int) -> Iterator[Entry | LinkedFolder]:
+    """The samples under ``root/rel``, ``levels`` folders further down (subject, recording, camera)."""
+    if levels == 0:
+        for item in sorted_listing(root / rel):
+            entry = parse_path(f"{rel}/{item.name}")
+            if entry is not None and item.is_file():
+                yield entry
+        return
+    for sub in folders(root / rel, rel + "/"):
+        if isinstance(sub, LinkedFolder):
+            yield sub
+        else:
+            yield from _walk(root, f"{rel}/{sub.name}", levels - 1)

@@ -14,7 +14,10 @@ The file is streamed ``CHUNK`` samples at a time (the collection keeps one HDF5 
 it is never loaded whole); within a chunk, samples with the same fields and types share a shard.
 When exactly one ``images*/`` folder lies beside the file (the reference's ``generate-database``
 output tree: ``images_<crop>/<identity:05>/<label>.png``), each sample's ``path`` points at its image
-there, and a missing image is reported like any other missing file.
+there, and a missing image is reported like any other missing file (or one leading out of that
+folder's parent). The HDF5 file itself is read by :mod:`synthdb.store.hdf5`, which checks every dataset's
+links, shape, dtype and storage before reading it: a crafted file ends the import with one clear error
+naming the dataset at fault, and no byte from outside the file (external storage or links) is imported.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from synthdb.progress import progress_bar
 from synthdb.sources.common import Entry, ImportReport, adopt_unfinished, check_file, existing_dataset
 from synthdb.store.commit import NewSamples, ShardSpec, commit
 from synthdb.store.hdf5 import BFM_DIMS, Sample, SampleCollection
+from synthdb.untrusted import RootGuard
 
 CHUNK = 1_000
 """Samples per commit: a W+ sample is 36 KB, so a chunk stays well under 100 MB."""
@@ -118,16 +122,17 @@ class SampleFile:
                 )
                 report = ImportReport(dataset=name, dataset_id=dataset_id, run_id=run_id)
                 images = self._images_folder(path.parent)
+                guard = RootGuard(path.parent)
                 chunk: list[tuple[int, str, Sample]] = []
                 with progress_bar(None, f"importing {name}", quiet) as advance:
                     for item in collection.iter_samples():
                         chunk.append(item)
                         if len(chunk) == CHUNK:
-                            self._commit(ctx, dataset_id, run_id, chunk, images, verify_images, report)
+                            self._commit(ctx, dataset_id, run_id, chunk, images, verify_images, report, guard)
                             advance(len(chunk))
                             chunk = []
                     if chunk:
-                        self._commit(ctx, dataset_id, run_id, chunk, images, verify_images, report)
+                        self._commit(ctx, dataset_id, run_id, chunk, images, verify_images, report, guard)
                         advance(len(chunk))
                 set_summary(ctx.catalog, run_id, report.summary())
                 adopt_unfinished(ctx, dataset_id, run_id)
@@ -148,6 +153,7 @@ class SampleFile:
         images: Path | None,
         verify_images: bool,
         report: ImportReport,
+        guard: RootGuard,
     ) -> None:
         """Commit the samples of a chunk not stored yet, one commit per (role, fields, types) batch."""
         samples = SampleRow.__table__
@@ -169,7 +175,7 @@ class SampleFile:
             path = None
             if images is not None:
                 found = check_file(
-                    images.parent, Entry(key, f"{images.name}/{key}.png", None), verify_images, report
+                    images.parent, Entry(key, f"{images.name}/{key}.png", None), verify_images, report, guard
                 )
                 path = found.path if found is not None else None
             latents, embeddings = _vectors(sample)

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from synthdb.sources.common import DirectorySource, Entry, is_image_name, sorted_listing
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    LinkedFolder,
+    folder_link,
+    is_image_name,
+    sorted_listing,
+)
 
 GENDERS = {"0": "male", "1": "female"}
 RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "others"}
@@ -41,14 +48,16 @@ def parse_name(name: str) -> tuple[str, dict[str, Any] | None]:
 class UTKFace(DirectorySource):
     name = "utkface"
 
-    def scan(self, root: Path) -> Iterator[Entry]:
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
         yield from self._walk(root, "")
 
-    def _walk(self, folder: Path, prefix: str) -> Iterator[Entry]:
+    def _walk(self, folder: Path, prefix: str) -> Iterator[Entry | LinkedFolder]:
         for item in sorted_listing(folder):
             rel = prefix + item.name
             if item.is_dir(follow_symlinks=False):
                 yield from self._walk(Path(item.path), rel + "/")
+            elif link := folder_link(item, rel):
+                yield link
             elif is_image_name(item.name) and item.is_file():
                 photo, attributes = parse_name(item.name)
                 yield Entry(

@@ -7,7 +7,8 @@ WebFace12M, all ten WebFace42M, so each shard is a group of protocol ``webface42
 
 The identity is the whole folder name: the reference's ``int(name[4:])`` drops the shard and zip
 prefix and breaks on other names. Keys are the relative paths, without the reference's duplicated
-prefix. With 42 million files the scan holds one directory listing at a time.
+prefix. With 42 million files the scan holds one directory listing at a time. Folder symlinks are named
+and never entered.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import DirectorySource, Entry, is_image_name, sorted_listing, subfolders
+from synthdb.sources.common import (
+    DirectorySource,
+    Entry,
+    LinkedFolder,
+    folders,
+    is_image_name,
+    sorted_listing,
+    subfolders,
+)
 
 PROTOCOL = "webface42m"
 UNZIPPED = "WebFace260M"
@@ -35,21 +44,27 @@ class WebFace42M(DirectorySource):
                 f"{root}: no shard folders 0/ ... 9/; pass the WebFace42M folder that holds them"
             )
 
-    def scan(self, root: Path) -> Iterator[Entry]:
+    def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
         for shard in _shards(root):
             groups = ((PROTOCOL, shard, "train"),)
-            for identity, prefix in self._identities(root / shard, f"{shard}/"):
-                for item in sorted_listing(identity):
+            for identity in self._identities(root, f"{shard}/"):
+                if isinstance(identity, LinkedFolder):
+                    yield identity
+                    continue
+                prefix = f"{identity}/"
+                for item in sorted_listing(root / identity):
                     if is_image_name(item.name) and item.is_file():
                         rel = f"{prefix}{item.name}"
                         yield Entry(key=rel, path=rel, identity=Path(identity).name, groups=groups)
 
     @staticmethod
-    def _identities(folder: Path, prefix: str) -> Iterator[tuple[str, str]]:
-        """(identity folder, its relative path + '/') of a shard, looking inside WebFace260M/ too."""
-        for item in subfolders(folder):
-            if item.name == UNZIPPED:
-                for inner in subfolders(item.path):
-                    yield inner.path, f"{prefix}{UNZIPPED}/{inner.name}/"
+    def _identities(root: Path, rel: str) -> Iterator[str | LinkedFolder]:
+        """The identity folders of a shard (their paths under the root), looking inside WebFace260M/ too,
+        and the folder links met on the way."""
+        for item in folders(root / rel, rel):
+            if isinstance(item, LinkedFolder):
+                yield item
+            elif item.name == UNZIPPED:
+                yield from WebFace42M._identities(root, f"{rel}{UNZIPPED}/")
             else:
-                yield item.path, f"{prefix}{item.name}/"
+                yield f"{rel}{item.name}"

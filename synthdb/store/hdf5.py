@@ -31,6 +31,17 @@ naturally (``augmentation_2`` before ``augmentation_10``), and reading never loa
 
 Every error a user can act on (not HDF5, truncated, wrong magic, unsupported version, wrong shape,
 missing attribute) is a one-line :class:`~synthdb.errors.SynthdbError` that names the file and the fix.
+
+Files come from other people, so reading checks the layout from metadata before a byte of data is read
+(:func:`_member`, :func:`_checked_dataset`): only hard links are followed (an external link opens
+another file, a soft link can alias anything); a dataset must have its field's dtype and shape, within
+``MAX_NUM_WS`` and ``MAX_EMBEDDING_DIM`` (a 12 KB file can declare a 4 GB dataset); its data must lie
+in this file (no external raw storage, no virtual dataset mapping other files); and it may use only the
+gzip, shuffle and fletcher32 filters, with no chunk stored larger than its raw size (HDF5's gzip filter
+inflates a chunk whatever its declared size: a 200 KB chunk can claim 200 MB). A dataset read is then at
+most 64 KiB, and the worst a compressed one can inflate to in HDF5's buffer is gzip's 1032:1 of that.
+Attributes must be scalars. Groups are only entered at the layout's fixed depth, so nesting and cycles
+(hard links to an ancestor) cost nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from typing import Any, Literal
 
 import h5py
 import numpy as np
+from h5py import h5d, h5l, h5z
 
 from synthdb.errors import SynthdbError
 
@@ -56,6 +68,17 @@ FORMAT_MINOR = 0
 LATENT_DIM = 512
 C_LABEL_DIM = 25
 BFM_DIMS: Mapping[str, int] = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
+MAX_NUM_WS = 32
+"""The most W+ layers a sample may have (StyleGAN2 at 1024 px has 18, StyleGAN3 16, EG3D 14)."""
+MAX_EMBEDDING_DIM = 4096
+"""The longest embedding a sample may have (face recognition models give 128 to 512)."""
+FILTERS = {h5z.FILTER_DEFLATE: "gzip", h5z.FILTER_SHUFFLE: "shuffle", h5z.FILTER_FLETCHER32: "fletcher32"}
+"""The HDF5 filters a dataset may use; others (szip, lzf, plugins) are refused before they run."""
+CHUNK_SLACK = 64
+"""Bytes a stored chunk may exceed its raw size by (gzip's header and worst-case expansion of a tiny
+chunk, fletcher32's checksum); more means it inflates past its shape."""
+MAX_TEXT_ATTRIBUTE = 256
+"""The longest network_type or embedding_type string read."""
 
 LATENT_FIELDS = ("z_latent", "w_latent", "w_plus_latent", "c_label")
 """Fields that only make sense with a generator, hence require ``network_type``."""
@@ -85,11 +108,11 @@ def _shape_problem(name: str, shape: tuple[int, ...]) -> str | None:
         expected = _describe_shape(fixed[name])
         ok = shape == fixed[name]
     elif name == "w_plus_latent":
-        expected = f"(num_ws, {LATENT_DIM})"
-        ok = len(shape) == 2 and shape[0] >= 1 and shape[1] == LATENT_DIM
+        expected = f"(num_ws, {LATENT_DIM}) with 1 <= num_ws <= {MAX_NUM_WS}"
+        ok = len(shape) == 2 and 1 <= shape[0] <= MAX_NUM_WS and shape[1] == LATENT_DIM
     elif name == "embedding":
-        expected = "(D,)"
-        ok = len(shape) == 1 and shape[0] >= 1
+        expected = f"(D,) with 1 <= D <= {MAX_EMBEDDING_DIM}"
+        ok = len(shape) == 1 and 1 <= shape[0] <= MAX_EMBEDDING_DIM
     else:  # bfm_model/<key>
         expected = _describe_shape((BFM_DIMS[name.split("/", 1)[1]],))
         ok = shape == (BFM_DIMS[name.split("/", 1)[1]],)
@@ -223,7 +246,7 @@ def _guard(path: Path, action: str) -> Iterator[None]:
         yield
     except SynthdbError:
         raise
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise SynthdbError(
             f"{path}: cannot {action} (h5py: {_h5_message(exc)}); the file is damaged or not in the "
             "synthetics format, regenerate or re-copy it"
@@ -264,12 +287,12 @@ def _check_header(f: h5py.File, path: Path, magic: str) -> None:
                 f"{path}: missing root attribute {key!r}; this is not a {magic!r} file written by synthdb or "
                 "the reference synthetics package, check the path"
             )
-    found = _as_str(f.attrs["magic"])
+    found = _as_str(_attribute(f, "magic", path))
     if found != magic:
         fix = f"open it with {reader[other]}" if found == other else "check the path"
         raise SynthdbError(f"{path}: magic is {found!r}, expected {magic!r}; {fix}")
     try:
-        major, minor = int(f.attrs["major"]), int(f.attrs["minor"])
+        major, minor = int(_attribute(f, "major", path)), int(_attribute(f, "minor", path))
     except (TypeError, ValueError):
         raise SynthdbError(f"{path}: major/minor attributes are not integers; the file is damaged") from None
     if major != FORMAT_MAJOR or minor > FORMAT_MINOR:
@@ -301,38 +324,127 @@ def _where(path: Path, obj: h5py.HLObject) -> str:
     return str(path) if obj.name == "/" else f"{path}:{obj.name}"
 
 
-def _batched_dataset(group: h5py.Group, name: str, path: Path) -> h5py.Dataset:
-    """Return ``group[name]`` after checking it is numeric with a leading batch dimension of 1."""
-    obj = group[name]
-    if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "fiu":
+REGENERATE = "the file is damaged or crafted: regenerate it with synthdb or the reference package"
+
+
+def _member(group: h5py.Group, name: str, path: Path) -> h5py.HLObject | None:
+    """``group[name]``, or None when there is no such link; refused unless it is a hard link.
+
+    The link is inspected before anything follows it: ``name in group`` and ``group[name]`` would
+    already open the file an external link names.
+    """
+    link = name.encode()
+    if not group.id.links.exists(link):  # H5Lexists looks at the link, not at what it points to
+        return None
+    kind = group.id.links.get_info(link).type
+    if kind != h5l.TYPE_HARD:
+        what = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
         raise SynthdbError(
-            f"{_where(path, obj)} is not a numeric dataset; the file is damaged, regenerate it"
+            f"{path}:{group.name.rstrip('/')}/{name} is {what.get(kind, 'a user-defined link')}, "
+            f"which synthetics files never hold; {REGENERATE}"
         )
+    return group[name]
+
+
+def _lookup(group: h5py.Group, relpath: str, path: Path) -> h5py.HLObject | None:
+    """``group[relpath]`` (``label/bfm_model/id``), each step through :func:`_member`; None if absent."""
+    obj: h5py.HLObject | None = group
+    for name in relpath.split("/"):
+        if not isinstance(obj, h5py.Group):
+            return None
+        obj = _member(obj, name, path)
+    return obj
+
+
+def _attribute(obj: h5py.HLObject, name: str, path: Path) -> Any:
+    """Attribute ``name`` of ``obj`` (None when absent), refused unless it is a scalar."""
+    if name not in obj.attrs:
+        return None
+    if obj.attrs.get_id(name).shape != ():
+        raise SynthdbError(f"{_where(path, obj)}: attribute {name!r} is not a single value; {REGENERATE}")
+    return obj.attrs[name]
+
+
+def _text_attribute(group: h5py.Group, name: str, path: Path) -> str | None:
+    value = _attribute(group, name, path)
+    if value is None:
+        return None
+    text = _as_str(value)
+    if len(text) > MAX_TEXT_ATTRIBUTE:
+        raise SynthdbError(
+            f"{_where(path, group)}: attribute {name!r} is {len(text)} characters long, more than the "
+            f"{MAX_TEXT_ATTRIBUTE} a model name needs; {REGENERATE}"
+        )
+    return text
+
+
+def _storage_problem(obj: h5py.Dataset) -> str | None:
+    """Why reading ``obj`` could read another file or inflate past its shape, or None."""
+    plist = obj.id.get_create_plist()
+    if plist.get_layout() == h5d.VIRTUAL:
+        return "is a virtual dataset (it maps data from other files)"
+    if plist.get_external_count():
+        return "keeps its data in an external file"
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if unknown := [code for code in filters if code not in FILTERS]:
+        return f"uses HDF5 filter {unknown[0]}, not one of {', '.join(FILTERS.values())}"
+    if plist.get_layout() != h5d.CHUNKED:
+        return None
+    chunk = plist.get_chunk()
+    if any(c > s for c, s in zip(chunk, obj.shape, strict=True)):
+        return f"has chunks {_describe_shape(chunk)} larger than its shape"
+    raw = int(np.prod(chunk)) * obj.dtype.itemsize
+    for i in range(obj.id.get_num_chunks()):
+        stored = obj.id.get_chunk_info(i).size
+        if stored > raw + CHUNK_SLACK:
+            return f"has a chunk stored in {stored} bytes that holds {raw} (a compression bomb)"
+    return None
+
+
+def _checked_dataset(obj: h5py.HLObject, name: str, path: Path) -> h5py.Dataset:
+    """``obj`` as the dataset of field ``name`` (``bfm_model/id`` for a coefficient group), after checking
+    from its metadata alone that reading it is safe: a numeric dtype, the field's shape with a leading
+    batch dimension of 1, and data held in this file within its size."""
+    if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "fiu" or obj.dtype.itemsize > 8:
+        raise SynthdbError(f"{_where(path, obj)} is not a numeric dataset; {REGENERATE}")
     if obj.ndim < 2 or obj.shape[0] != 1:
         raise SynthdbError(
             f"{_where(path, obj)} has shape {_describe_shape(obj.shape)}, expected a leading batch dimension "
             "of 1 (e.g. (1, 512)); rewrite the file with synthdb or the reference package"
         )
+    if problem := _shape_problem(name, obj.shape[1:]):
+        raise SynthdbError(f"{_where(path, obj)}: {problem} (after the batch dimension); {REGENERATE}")
+    if problem := _storage_problem(obj):
+        raise SynthdbError(f"{_where(path, obj)} {problem}; {REGENERATE}")
     return obj
+
+
+def _read_row(group: h5py.Group, name: str, path: Path) -> np.ndarray | None:
+    """The batchless float32 row of field ``name`` in ``group``, None when absent; checked before read."""
+    obj = _lookup(group, name, path)
+    if obj is None:
+        return None
+    return np.asarray(_checked_dataset(obj, name, path)[0], dtype=np.float32)
 
 
 def _read_group(group: h5py.Group, path: Path) -> Sample:
     """Read the Sample layout from ``group``. ``bfm_model`` is looked up relative to ``group``."""
     values: dict[str, Any] = {}
     for name in ARRAY_FIELDS:
-        if name in group:
-            values[name] = np.asarray(_batched_dataset(group, name, path)[0], dtype=np.float32)
-    if "bfm_model" in group:
-        bfm = group["bfm_model"]
-        missing = [key for key in BFM_DIMS if key not in bfm]
+        if (row := _read_row(group, name, path)) is not None:
+            values[name] = row
+    bfm = _member(group, "bfm_model", path)
+    if bfm is not None:
+        if not isinstance(bfm, h5py.Group):
+            raise SynthdbError(f"{_where(path, bfm)} is not a group; {REGENERATE}")
+        rows = {key: _read_row(group, f"bfm_model/{key}", path) for key in BFM_DIMS}
+        missing = [key for key, row in rows.items() if row is None]
         if missing:
             raise SynthdbError(f"{_where(path, bfm)} lacks {missing}; the file is damaged, regenerate it")
-        values["bfm_model"] = {
-            key: np.asarray(_batched_dataset(bfm, key, path)[0], dtype=np.float32) for key in BFM_DIMS
-        }
+        values["bfm_model"] = rows
     for name in ("network_type", "embedding_type"):
-        if name in group.attrs:
-            values[name] = _as_str(group.attrs[name])
+        if (text := _text_attribute(group, name, path)) is not None:
+            values[name] = text
     try:
         return Sample(**values)
     except SynthdbError as exc:
@@ -434,7 +546,8 @@ class SampleCollection:
     def _identity_group(self, identity: int) -> h5py.Group | None:
         """The group of ``identity``, found by name (a B-tree lookup, no scan of the file)."""
         name = f"{_check_identity(identity):05d}"
-        group = self._file.get(name)
+        with _guard(self.path, f"find identity {identity}"):
+            group = _member(self._file, name, self.path)
         if group is not None and not isinstance(group, h5py.Group):
             raise SynthdbError(f"{self.path}:/{name} is not a group; the file is damaged, regenerate it")
         return group
@@ -462,7 +575,7 @@ class SampleCollection:
             group = self._identity_group(identity)
             if group is None:
                 group = self._file.create_group(f"{_check_identity(identity):05d}")
-            if name in group:
+            if _member(group, name, self.path) is not None:
                 if not replace:
                     raise SynthdbError(
                         f"{self.path}: identity {identity} already has label {name!r}; "
@@ -480,7 +593,8 @@ class SampleCollection:
         """All identities, in numeric order (the file's own order is lexicographic)."""
         found: list[int] = []
         with _guard(self.path, "list identities"):
-            for name, obj in self._file.items():
+            for name in self._file:  # link names only: nothing is followed before _member checks it
+                obj = _member(self._file, name, self.path)
                 if not (isinstance(obj, h5py.Group) and name.isdigit() and name == f"{int(name):05d}"):
                     raise SynthdbError(
                         f"{self.path}: root member {name!r} is not an identity group (int zero-padded to 5 "
@@ -500,7 +614,7 @@ class SampleCollection:
     def __contains__(self, key: tuple[int, str | int]) -> bool:
         identity, label = key
         group = self._identity_group(identity)
-        return group is not None and normalize_label(label) in group
+        return group is not None and _member(group, normalize_label(label), self.path) is not None
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         """Yield (identity, label) pairs: identities numerically, labels naturally."""
@@ -516,13 +630,16 @@ class SampleCollection:
         """Read one sample; raises SynthdbError if it is not in the file."""
         name = normalize_label(label)
         group = self._identity_group(identity)
-        if group is None or name not in group:
-            raise SynthdbError(
-                f"{self.path}: no sample for identity {identity}, label {name!r}; "
-                "see identities() and labels(identity) for what is present"
-            )
         with _guard(self.path, f"read identity {identity}, label {name!r}"):
-            return _read_group(group[name], self.path)
+            sample = None if group is None else _member(group, name, self.path)
+            if sample is None:
+                raise SynthdbError(
+                    f"{self.path}: no sample for identity {identity}, label {name!r}; "
+                    "see identities() and labels(identity) for what is present"
+                )
+            if not isinstance(sample, h5py.Group):
+                raise SynthdbError(f"{_where(self.path, sample)} is not a group; {REGENERATE}")
+            return _read_group(sample, self.path)
 
     def iter_samples(self, identities: Iterable[int] | None = None) -> Iterator[tuple[int, str, Sample]]:
         """Stream (identity, label, Sample) in iteration order, one group in memory at a time.
@@ -553,8 +670,9 @@ class SampleCollection:
             for identity in chosen:
                 group = self._identity_group(identity)
                 for label in self.labels(identity):
-                    if field in group[label]:
-                        datasets.append(_batched_dataset(group[label], field, self.path))
+                    found = _lookup(group, f"{label}/{field}", self.path)
+                    if found is not None:
+                        datasets.append(_checked_dataset(found, field, self.path))
                         ids.append(identity)
                         labels.append(label)
             rows = {ds.shape[1:] for ds in datasets}
