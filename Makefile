@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The embedded face generator (dcgan-digiface): synthdb reads its weights file by location and never imports
+# the package, whose declared dependencies (wandb, ...) it does not need.
+FACE_GENERATOR := gan-face-generate==1.1.1
 
 # Tests use the local PostgreSQL server when it answers (CI sets SYNTHDB_TEST_POSTGRES_URL explicitly).
 PG_DEFAULT := postgresql://postgres@127.0.0.1:5432/test
@@ -10,15 +13,16 @@ export SYNTHDB_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2
 
 .PHONY: demo test stress bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(FACE_GENERATOR)
 	touch $(STAMP)
 
 demo: $(STAMP)
 	rm -rf demo-workspace
-	$(BIN)/synthdb demo demo-workspace
+	$(BIN)/synthdb demo demo-workspace --photos tests/data/faces
 
 test: $(STAMP)
 	$(BIN)/ruff check synthdb cli migrations tests bench

@@ -57,7 +57,8 @@ def main() -> None:
             num_variations=args.variations,
             iterations=args.iterations,
             batch_size=batch,
-        )
+            generator=args.generator,
+        ).resolved()
         sync()
         start = time.perf_counter()
         latents[batch], _, _ = dispersion_unit(pipeline, params, labels, refs_w, refs_e, None)

@@ -54,7 +54,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--faces", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+        "--faces", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data" / "faces"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed dlib runs (torch runs 5x as many)")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """``synthdb embed`` end to end vs the bare embedder forward (goal: pipeline >= 40% of bare throughput).
 
-A folder of 500 face images (256x256 JPEGs cut around the faces of the shared test photos, with
+A folder of 500 face images (256x256 JPEGs cut around the faces of the test photos, with
 flips and small shifts so no two files are equal) is imported as an ImageFolder dataset and embedded
 with dlib-resnet through the whole pipeline (decode in worker processes, detect, align, embed,
 commit), once per detector; ``none`` treats the files as aligned already and only decodes and
@@ -24,7 +24,7 @@ from synthdb.faces.embed import Embedder
 from synthdb.faces.embed_dataset import embed_dataset
 from synthdb.sources.registry import import_named
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parents[1] / "tests" / "data" / "faces"
 IMAGES, SIZE = 500, 256
 
 
@@ -71,8 +71,6 @@ def bare_forward(embedder: Embedder, repeats: int = 3) -> float:
 
 
 def main(device: str = "cpu") -> None:
-    if not FACES.is_dir():
-        raise SystemExit(f"{FACES} is absent: this benchmark cuts its images from the shared test photos")
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         make_folder(Path(tmp) / "faces")
         embedder = Embedder.load("dlib-resnet", device=device)

@@ -77,8 +77,8 @@ def main() -> None:
         w = pipeline.generator.mapping(z, truncation_psi=0.7)
     params = ReferenceParams(
         name="bench", num_identities=args.identities, batch_size=args.batch_size, device=args.device,
-        langevin=LangevinParams(repulsion_radius=1.4),
-    )  # fmt: skip
+        generator=generator.name, langevin=LangevinParams(repulsion_radius=1.4),
+    ).resolved()  # fmt: skip
     n = args.identities
     rows = []
     for whole in (True, False):
@@ -94,7 +94,9 @@ def main() -> None:
     loop = timed(lambda: loop_iteration(pipeline, w[:k], 1.4), device, 1) * n / k
     rows.append((f"reference loop (from {k} identities)", loop, n / loop, float("nan")))
     m = args.disp_identities * args.disp_variations
-    vp = VariationParams(name="b", references="r", num_variations=args.disp_variations, iterations=1)
+    vp = VariationParams(
+        name="b", references="r", num_variations=args.disp_variations, iterations=1, generator=generator.name
+    ).resolved()
     refs_w, labels = w[: args.disp_identities], [f"{i:05d}" for i in range(args.disp_identities)]
     refs_e = pipeline.embed(refs_w)
     if device.type == "cuda":

@@ -67,7 +67,7 @@ def main() -> None:
     params = ReferenceParams(
         name="bench", num_identities=args.identities, generator=args.generator, batch_size=args.batch_size,
         device=args.device, langevin=lp,
-    )  # fmt: skip
+    ).resolved()  # fmt: skip
     pipeline = load_pipeline(params)
     w = pipeline.w_avg + 0.7 * (
         pipeline.generator.mapping(

@@ -70,7 +70,9 @@ def check() -> None:
 @click.option("--model", required=True, help="Embedder of both datasets.")
 @click.option("--k", default=5, show_default=True, help="Nearest REF identities per query identity.")
 @click.option(
-    "--threshold", type=float, help="Angle in radians below which a match is a leak (default: none)."
+    "--threshold",
+    type=float,
+    help="Angle in radians below which a match is a leak [default: the embedder's threshold].",
 )
 @click.option(
     "--by",
@@ -99,17 +101,11 @@ def check_nearest_cmd(
     with opts.open() as ctx:
         report = check_nearest(ctx, query, against, model, k, threshold, by, factory, opts.quiet)
     queries = len(report.query_identity_ids)
-    if threshold is None:
-        click.echo(
-            f"{queries} identities of {query} checked against {against} (no --threshold: no leak verdict)"
-        )
-        listed = report.matches()[:show]
-    else:
-        click.echo(
-            f"{report.leaking_queries} of {queries} identities of {query} have a match in {against} "
-            f"below {threshold:g} rad ({int(report.leak_mask.sum())} pairs)"
-        )
-        listed = report.matches(leaks_only=True)[:show]
+    click.echo(
+        f"{report.leaking_queries} of {queries} identities of {query} have a match in {against} "
+        f"below {report.threshold_rad:g} rad ({int(report.leak_mask.sum())} pairs)"
+    )
+    listed = report.matches(leaks_only=True)[:show]
     for m in listed:
         click.echo(f"  {m.query_identity:<24} -> {m.ref_identity:<24} rank {m.rank}  {m.angle_rad:.4f} rad")
     click.echo(
@@ -202,13 +198,19 @@ def stats_histogram(
 @stats.command(name="separability")
 @click.argument("dataset")
 @click.option("--model", help="Embedder; optional when the dataset has embeddings of one model only.")
-@click.option("--ict", default=1.4, show_default=True, help="Inter-class threshold, radians.")
+@click.option("--ict", type=float, help="Inter-class threshold, radians [default: the embedder's threshold].")
 @click.option("--bins", default=1024, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @_DEVICE
 @pass_options
 def stats_separability(
-    opts: Options, dataset: str, model: str | None, ict: float, bins: int, as_json: bool, device: str | None
+    opts: Options,
+    dataset: str,
+    model: str | None,
+    ict: float | None,
+    bins: int,
+    as_json: bool,
+    device: str | None,
 ) -> None:
     """Min/mean inter-class angle, pairs below the ICT, intra-class spread, EER and FMR/FNMR points."""
     import numpy as np
@@ -234,10 +236,12 @@ def stats_separability(
     "--out", required=True, type=click.Path(file_okay=False), help="Directory for index.html and figures."
 )
 @click.option("--model", help="Embedder; optional when the dataset has embeddings of one model only.")
-@click.option("--ict", default=1.4, show_default=True, help="Inter-class threshold, radians.")
+@click.option("--ict", type=float, help="Inter-class threshold, radians [default: the embedder's threshold].")
 @_DEVICE
 @pass_options
-def report(opts: Options, dataset: str, out: str, model: str | None, ict: float, device: str | None) -> None:
+def report(
+    opts: Options, dataset: str, out: str, model: str | None, ict: float | None, device: str | None
+) -> None:
     """One static HTML page about DATASET: numbers, figures, provenance."""
     from synthdb.analysis.report import report as write_report
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from synthdb import defaults
 from synthdb.cli.app import Options, cli, pass_options
 
 
@@ -92,11 +93,12 @@ def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
         [
             click.option(
                 "--generator",
-                default="stylegan2-tiny",
+                default=defaults.GENERATOR,
                 show_default=True,
-                help="Generator (stylegan2-tiny is UNTRAINED: its images are not faces).",
+                help="Generator: a model card (dcgan-digiface is embedded, trained on DigiFace-1M), a file, "
+                "or a tiny configuration (stylegan2-tiny... are UNTRAINED: their images are not faces).",
             ),
-            click.option("--embedder", default="dlib-resnet", show_default=True, help="Face embedder."),
+            click.option("--embedder", default=defaults.EMBEDDER, show_default=True, help="Face embedder."),
             click.option("--seed", default=0, show_default=True, help="Root seed of every random draw."),
             click.option(
                 "--batch-size", default=8, show_default=True, help="Images per forward/backward pass."
@@ -114,20 +116,28 @@ def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
 @click.option(
     "--algorithm", type=click.Choice(["random", "ict", "langevin"]), default="langevin", show_default=True
 )
-@click.option("--ict", default=1.4, show_default=True, help="Inter-class threshold, radians.")
+@click.option("--ict", type=float, help="Inter-class threshold, radians [default: the embedder's threshold].")
 @click.option("--truncation", default=0.7, show_default=True, help="Truncation psi of the initial latents.")
 @click.option("--avoid", help="A catalog dataset whose embeddings repel (ict: are kept >= ICT away).")
 @click.option(
-    "--max-candidates", default=1000, show_default=True, help="ict: give up after this many per identity."
+    "--max-candidates", default=100, show_default=True, help="ict: give up after this many per identity."
 )
 @click.option("--langevin-iterations", default=10, show_default=True)
 @click.option(
     "--langevin-checkpoint-every", default=1, show_default=True, help="Iterations per committed unit."
 )
 @click.option("--langevin-repulsion-coefficient", "-k0", default=1.0, show_default=True)
-@click.option("--langevin-repulsion-radius", "-r0", default=1.7, show_default=True, help="Radians.")
 @click.option(
-    "--langevin-timestep", "-dt", default=-0.3, show_default=True, help="Negative: adaptive factor."
+    "--langevin-repulsion-radius",
+    "-r0",
+    type=float,
+    help="Radians [default: the embedder's threshold x 1.7/1.4, the reference's r0/ICT ratio].",
+)
+@click.option(
+    "--langevin-timestep",
+    "-dt",
+    type=float,
+    help="Negative: adaptive factor [default: the generator card's, else the reference's -0.3].",
 )
 @click.option("--langevin-viscous-coefficient", "-gamma", default=1.0, show_default=True)
 @click.option("--langevin-random-force", "-eta0", default=0.01, show_default=True)
@@ -172,8 +182,18 @@ def generate_references_cmd(opts: Options, **kw: object) -> None:
 @click.option("--dispersion-iterations", "iterations", default=20, show_default=True)
 @click.option("--dispersion-embedding-coefficient", "embedding_coefficient", default=20.0, show_default=True)
 @click.option("--dispersion-latent-coefficient", "latent_coefficient", default=1.0, show_default=True)
-@click.option("--dispersion-latent-radius", "latent_radius", default=12.0, show_default=True)
-@click.option("--dispersion-latent-global-coefficient", "global_coefficient", default=1.0, show_default=True)
+@click.option(
+    "--dispersion-latent-radius",
+    "latent_radius",
+    type=float,
+    help="Latent repulsion radius [default: the generator card's, else the reference's 12].",
+)
+@click.option(
+    "--dispersion-latent-global-coefficient",
+    "global_coefficient",
+    type=float,
+    help="Pull towards w_avg [default: the generator card's, else the reference's 1].",
+)
 @click.option("--dispersion-random-force", "random_force", default=0.05, show_default=True)
 @click.option("--dispersion-viscous-coefficient", "viscous_coefficient", default=1.0, show_default=True)
 @click.option("--dispersion-timestep", "timestep", default=0.05, show_default=True)
@@ -184,7 +204,9 @@ def generate_references_cmd(opts: Options, **kw: object) -> None:
 @click.option("--pose-scaling", "-ps", default=1.0, show_default=True)
 @click.option("--illumination-scaling", "-is", default=1.0, show_default=True)
 @click.option("--expression-scaling", "-es", default=1.0, show_default=True)
-@click.option("--ict", default=1.4, show_default=True, help="Threshold for the prop_ict statistic, radians.")
+@click.option(
+    "--ict", type=float, help="Threshold of the prop_ict statistic, radians [default: the embedder's]."
+)
 @click.option(
     "--identities-per-unit", default=8, show_default=True, help="Identities per committed work unit."
 )
@@ -212,9 +234,7 @@ def generate_variations_cmd(
 
 @generate.command(name="images")
 @click.argument("dataset")
-@click.option(
-    "--generator", default="stylegan2-tiny", show_default=True, help="The generator of the latents."
-)
+@click.option("--generator", help="The generator of the latents [default: the one that made them].")
 @click.option(
     "--crop", help="Reframe into this crop preset (arcface, dlib150, ...); default: the raw output."
 )
@@ -227,7 +247,7 @@ def generate_variations_cmd(
 def generate_images_cmd(
     opts: Options,
     dataset: str,
-    generator: str,
+    generator: str | None,
     crop: str | None,
     root: str | None,
     batch_size: int,

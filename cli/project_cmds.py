@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from synthdb import defaults
 from synthdb.cli.app import Options, cli, pass_options
 
 
@@ -15,12 +16,12 @@ from synthdb.cli.app import Options, cli, pass_options
 @click.option("--name", required=True, help="Name of the output dataset (shared by re-runs and shards).")
 @click.option(
     "--generator",
-    default="stylegan2-tiny",
+    default=defaults.GENERATOR,
     show_default=True,
-    help="Generator (stylegan2-tiny is UNTRAINED: its images are not faces).",
+    help="Generator: a model card, a file, or a tiny configuration (stylegan2-tiny... are UNTRAINED).",
 )
 @click.option(
-    "--embedder", default="dlib-resnet", show_default=True, help="Its features: --perceptual embedder."
+    "--embedder", default=defaults.EMBEDDER, show_default=True, help="Its features: --perceptual embedder."
 )
 @click.option(
     "--perceptual",
@@ -30,7 +31,9 @@ from synthdb.cli.app import Options, cli, pass_options
 )
 @click.option("--space", type=click.Choice(["w", "w+"]), default="w", show_default=True)
 @click.option("--steps", default=1000, show_default=True, help="Optimisation steps per target.")
-@click.option("--crop", is_flag=True, help="Detect and FFHQ-align photos first (else: already aligned).")
+@click.option(
+    "--crop", is_flag=True, help="Detect and align photos to the generator's framing first (else: aligned)."
+)
 @click.option("--detector", type=click.Choice(["dlib", "mtcnn"]), default="dlib", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Root seed of every random draw.")
 @click.option("--batch-size", default=8, show_default=True, help="Targets optimised together.")

@@ -20,7 +20,7 @@ from synthdb.context import Context
 from tests.nvlabs_layout import install_stand_ins
 
 POSTGRES_ENV = "SYNTHDB_TEST_POSTGRES_URL"
-FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parent / "data" / "faces"
 
 
 def _postgres_admin_url() -> str | None:
@@ -80,8 +80,7 @@ def sqlite_ctx(tmp_path: Path) -> Iterator[Context]:
 
 @pytest.fixture
 def faces_dir() -> Path:
-    if not FACES.is_dir():
-        pytest.skip(f"{FACES} is absent: the shared test photos are needed for this test")
+    """The test photos (tests/data/faces, with their manifest and licence notes)."""
     return FACES
 
 

@@ -24,8 +24,6 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Context:
     from tests.conftest import FACES
     from tests.test_sources import faces_as_imagefolder
 
-    if not FACES.is_dir():
-        pytest.skip(f"{FACES} is absent: the shared test photos are needed")
     tmp = tmp_path_factory.mktemp("faces")
     faces_as_imagefolder(FACES, tmp / "faces")
     for group in GROUPS:  # group photos and the face-less photo are not identities

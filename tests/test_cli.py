@@ -1,11 +1,14 @@
 """The real ``synthdb`` command line, run as a subprocess in temporary workspaces."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import FACES
 
 SYNTHDB = [sys.executable, "-m", "synthdb.cli.main"]
 
@@ -63,31 +66,37 @@ def test_demo_query_fsck_gc(tmp_path: Path) -> None:
         "2",
         "--iterations",
         "2",
+        "--photos",
+        str(FACES),
         cwd=tmp_path,
     )
     assert demo.returncode == 0, demo.stderr
-    assert "intra-class" in demo.stdout and "inter-class" in demo.stdout and "UNTRAINED" in demo.stdout
+    assert "intra-class" in demo.stdout and "inter-class" in demo.stdout and "dcgan-digiface" in demo.stdout
+    assert re.search(r"leakage: \d+ of 4 generated identities", demo.stdout)
+    assert (tmp_path / "d" / "report" / "index.html").is_file()
     assert len(list((tmp_path / "d" / "datasets" / "demo-variations").glob("*/*.png"))) == 8
     ws = ["-w", str(tmp_path / "d")]
     sql = "SELECT dataset, count(*) AS n FROM embeddings GROUP BY 1 ORDER BY 1"
     counts = run(*ws, "query", sql, "--format", "csv")
-    assert counts.stdout.strip() == "dataset,n\ndemo-references,4\ndemo-variations,8"
+    assert counts.stdout.strip().startswith("dataset,n\ndemo-references,4\ndemo-variations,8\ngenuine,")
     refused = run(*ws, "query", "DELETE FROM catalog.sample")
     assert "read-only" in one_line_error(refused)
     assert run(*ws, "fsck").stdout.startswith("clean: ")
-    stray = tmp_path / "d" / "store" / "staging" / "stray.parquet"
-    stray.write_bytes(b"x")
+    stray = "staging/" + "ab" * 16 + ".parquet"  # a name synthdb writes: gc deletes no other
+    (tmp_path / "d" / "store" / stray).write_bytes(b"x")
     dirty = run(*ws, "fsck")
-    assert dirty.returncode == 1 and "staged: staging/stray.parquet" in dirty.stdout
-    assert "kept staging/stray.parquet" in run(*ws, "gc").stdout
-    assert "removed staging/stray.parquet" in run(*ws, "gc", "--min-age", "0").stdout
+    assert dirty.returncode == 1 and f"staged: {stray}" in dirty.stdout
+    assert f"kept {stray}" in run(*ws, "gc").stdout
+    assert f"removed {stray}" in run(*ws, "gc", "--min-age", "0").stdout
     assert run(*ws, "fsck").returncode == 0
     runs = run(*ws, "runs", "list").stdout.splitlines()
-    assert [line.split()[:4] for line in runs[-2:]] == [
-        ["2", "variations", "dispersion", "succeeded"],
-        ["1", "references", "langevin", "succeeded"],
+    assert [line.split()[:4] for line in runs[-4:]] == [
+        ["4", "variations", "dispersion", "succeeded"],
+        ["3", "references", "langevin", "succeeded"],
+        ["2", "embed", "dlib-resnet/mtcnn", "succeeded"],
+        ["1", "import", "imagefolder", "succeeded"],
     ]
-    shown = run(*ws, "runs", "show", "1").stdout
+    shown = run(*ws, "runs", "show", "3").stdout
     assert '"num_identities": 4' in shown and "synthdb_version" in shown
     assert "no run 9 in the catalog" in one_line_error(run(*ws, "runs", "show", "9"))
 

@@ -1,13 +1,12 @@
 """The torch port of dlib's face-recognition ResNet against dlib-bin itself, plus the .dat parser's refusals.
 
 Parity runs dlib's own pipeline (HOG detector, 5-point landmarks, aligned 150x150 chip) on every face of the
-shared test photos, which are read in place and never copied into the repo.
+test photos (tests/data/faces).
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import torch
 from synthdb.errors import SynthdbError
 from synthdb.nets.dlib_dat import read_dlib_dat
 from synthdb.nets.dlib_resnet import DlibResNet, chips_to_tensor, default_model_path, load_dlib_resnet
+from tests.conftest import FACES
 
-FACES_DIR = Path(os.environ.get("SYNTHDB_TEST_FACES", "/work/shared/testdata/faces"))
 MIN_FACES = 25
 PARITY_TOL = 1e-4
 
@@ -56,20 +55,18 @@ def net(model_path: Path) -> DlibResNet:
 
 @pytest.fixture(scope="module")
 def faces(model_path: Path) -> list[Face]:
-    """Every face dlib finds in the shared photos, with dlib's descriptor (the slow part: ~10 s)."""
+    """Every face dlib finds in the test photos, with dlib's descriptor (the slow part: ~10 s)."""
     dlib = pytest.importorskip("dlib", reason="dlib-bin is not installed: no reference to compare with")
     from PIL import Image
 
-    if not (FACES_DIR / "manifest.csv").is_file():
-        pytest.skip(f"test photos not found in {FACES_DIR} (set SYNTHDB_TEST_FACES)")
     detector = dlib.get_frontal_face_detector()
     landmarks = dlib.shape_predictor(str(model_path.parent / "shape_predictor_5_face_landmarks.dat"))
     reference = dlib.face_recognition_model_v1(str(model_path))
     found = []
-    with open(FACES_DIR / "manifest.csv", newline="") as f:
+    with open(FACES / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        with Image.open(FACES_DIR / row["file"]) as im:
+        with Image.open(FACES / row["file"]) as im:
             img = np.asarray(im.convert("RGB"))  # some are RGBA PNGs
         for box in detector(img, 1):
             shape = landmarks(img, box)
@@ -92,7 +89,7 @@ def ours(net: DlibResNet, faces: list[Face]) -> np.ndarray:
 def test_matches_dlib_on_every_detected_face(faces: list[Face], ours: np.ndarray) -> None:
     diffs = np.abs(ours - np.stack([face.dlib_descriptor for face in faces])).max(axis=1)
     worst = int(diffs.argmax())
-    assert len(faces) >= MIN_FACES, f"only {len(faces)} faces detected in {FACES_DIR}"
+    assert len(faces) >= MIN_FACES, f"only {len(faces)} faces detected in {FACES}"
     assert diffs[worst] < PARITY_TOL, f"{faces[worst].file}: max abs diff {diffs[worst]:.2e} vs dlib"
 
 

@@ -25,11 +25,8 @@ GROUPS = {"group_01", "group_02", "group_03"}
 
 @pytest.fixture(scope="module")
 def faces_ws(tmp_path_factory: pytest.TempPathFactory) -> Context:
-    from tests.conftest import FACES
-
-    if not FACES.is_dir():
-        pytest.skip(f"{FACES} is absent: the shared test photos are needed")
     from synthdb.admin import init_workspace
+    from tests.conftest import FACES
 
     tmp = tmp_path_factory.mktemp("embed")
     faces_as_imagefolder(FACES, tmp / "faces")

@@ -1,7 +1,7 @@
-"""Face detection, the landmark convention, alignment warps and file cropping, on the shared real photos.
+"""Face detection, the landmark convention, alignment warps and file cropping, on real photos.
 
-The photos are read in place from the shared test data (never copied into the repo); the tests that need them
-skip when the folder is absent. Each detector runs once per photo (module-scoped fixtures). The parity test
+The photos are the repository's test photos (tests/data/faces, with provenance and licences). Each detector
+runs once per photo (module-scoped fixtures). The parity test
 compares our torch warp + torch ResNet against dlib's own aligned descriptor on every face dlib finds.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from synthdb.faces.align import (
 from synthdb.faces.crop import crop_images
 from synthdb.faces.detect import DlibDetector, MtcnnDetector, dlib5_points, load_image, model_file
 from synthdb.faces.landmarks import ImageFaces
+from tests.conftest import FACES
 
-FACES_DIR = Path(os.environ.get("SYNTHDB_TEST_FACES", "/work/shared/testdata/faces"))
 DETECTORS = ("mtcnn", "dlib")
 
 
@@ -66,23 +65,19 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def manifest() -> dict[str, str]:
     """file -> identity ('' for group photos and the no-face photo)."""
-    path = FACES_DIR / "manifest.csv"
-    if not path.is_file():
-        pytest.skip(f"{FACES_DIR} is absent: the real-photo tests need the shared test photos "
-                    "(set SYNTHDB_TEST_FACES to their folder)")
-    with path.open(newline="") as f:
+    with (FACES / "manifest.csv").open(newline="") as f:
         return {row["file"]: row["identity"] for row in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
 def faces_dir(manifest: dict[str, str]) -> Path:
-    """The shared photo folder, for tests that read files themselves (skips like ``manifest``)."""
-    return FACES_DIR
+    """The test photo folder, for tests that read files themselves."""
+    return FACES
 
 
 @pytest.fixture(scope="module")
 def photos(manifest: dict[str, str]) -> dict[str, np.ndarray]:
-    return {name: load_image(FACES_DIR / name) for name in manifest}
+    return {name: load_image(FACES / name) for name in manifest}
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from synthdb.generate import runner
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 pytestmark = pytest.mark.skipif(
     os.environ.get("SYNTHDB_STRESS") != "1", reason="full-size Langevin on the CPU: SYNTHDB_STRESS=1"
 )
@@ -36,6 +38,7 @@ RADIUS = 0.35
 
 def test_langevin_128_identities_20_iterations_spreads_them(sqlite_ctx: Context) -> None:
     params = ReferenceParams(
+        generator=TINY_GENERATOR,
         name="langevin128",
         num_identities=128,
         algorithm="langevin",

@@ -22,6 +22,8 @@ from synthdb.nets.generator import Generator
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 
 def synthdb(ws: Path, *args: str, env: dict | None = None) -> str:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SYNTHDB_", "SLURM_", "SGE_"))}
@@ -61,7 +63,9 @@ def test_references_variations_images_through_the_cli(sqlite_ctx: Context) -> No
 
 
 def test_images_are_the_images_of_the_stored_latents(sqlite_ctx: Context, tmp_path: Path) -> None:
-    generate_references(sqlite_ctx, ReferenceParams(name="r", algorithm="random", num_identities=3))
+    generate_references(
+        sqlite_ctx, ReferenceParams(generator=TINY_GENERATOR, name="r", algorithm="random", num_identities=3)
+    )
     assert generate_dataset_images(sqlite_ctx, "r", root=str(tmp_path / "img"), batch_size=2) == 3
     keys, w = vectors(sqlite_ctx, "r", "latent")
     with torch.no_grad():
@@ -70,6 +74,8 @@ def test_images_are_the_images_of_the_stored_latents(sqlite_ctx: Context, tmp_pa
         assert np.array_equal(np.asarray(Image.open(tmp_path / "img" / f"{key}.png")), pixels)
     with pytest.raises(SynthdbError, match="drop --root"):
         generate_dataset_images(sqlite_ctx, "r", root=str(tmp_path / "elsewhere"))
-    generate_references(sqlite_ctx, ReferenceParams(name="c", algorithm="random", num_identities=1))
+    generate_references(
+        sqlite_ctx, ReferenceParams(generator=TINY_GENERATOR, name="c", algorithm="random", num_identities=1)
+    )
     generate_dataset_images(sqlite_ctx, "c", crop="arcface")
     assert Image.open(sqlite_ctx.ws.root / "datasets" / "c" / "00000" / "reference.png").size == (112, 112)

@@ -29,7 +29,10 @@ from synthdb.generate.references import LangevinParams, ReferenceParams, generat
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 PARAMS = ReferenceParams(
+    generator=TINY_GENERATOR,
     name="one",
     num_identities=5,  # 3 batches of 2: rank 0 owns 2 batches, rank 1 owns the short one
     batch_size=2,
@@ -89,7 +92,7 @@ def test_two_ranks_equal_one_process_fresh_and_resumed(sqlite_ctx: Context) -> N
 
     out = torchrun(
         ctx.ws.root, "generate", "references", "--name", "two", "--num-identities", "5", "--batch-size", "2",
-        "--ict", "0.25", "--langevin-iterations", "3", "-r0", "0.5", "-q",
+        "--ict", "0.25", "--langevin-iterations", "3", "-r0", "0.5", "--generator", "stylegan2-tiny", "-q",
     )  # fmt: skip
     assert out.count("5 langevin references in dataset two") == 2  # both ranks report the same run
     two = max(run.id for run in list_runs(ctx.catalog))
@@ -119,7 +122,8 @@ def test_two_ranks_equal_one_process_with_bounded_memory(sqlite_ctx: Context) ->
         generate_references(ctx, bounded)
     torchrun(
         ctx.ws.root, "generate", "references", "--name", "two", "--num-identities", "5", "--batch-size", "2",
-        "--ict", "0.25", "--langevin-iterations", "3", "-r0", "0.5", "--langevin-bounded-memory", "-q",
+        "--ict", "0.25", "--langevin-iterations", "3", "-r0", "0.5", "--generator", "stylegan2-tiny",
+        "--langevin-bounded-memory", "-q",
     )  # fmt: skip
     for content in ("latent", "embedding"):
         _, got = vectors(ctx, "two", content)

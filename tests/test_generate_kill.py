@@ -31,8 +31,11 @@ from synthdb.store import commit as protocol
 from synthdb.store.fsck import fsck, gc
 from tests.test_generate_references import vectors
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 TRIALS = 5
 REFERENCES = ReferenceParams(
+    generator=TINY_GENERATOR,
     name="whole",
     num_identities=4,
     ict=0.25,
@@ -40,6 +43,7 @@ REFERENCES = ReferenceParams(
     langevin=LangevinParams(iterations=3, repulsion_radius=0.5),  # 4 units: 3 iterations and the final
 )
 DISPERSION = variations.VariationParams(
+    generator=TINY_GENERATOR,
     name="whole",
     references="refs",
     num_variations=2,
@@ -98,7 +102,9 @@ def resume_cli(ctx: Context, run_id: int) -> None:
 def test_sigkill_then_resume_equals_an_uninterrupted_run(sqlite_ctx: Context, algorithm: str) -> None:
     ctx = sqlite_ctx
     if algorithm == "dispersion":
-        generate_references(ctx, ReferenceParams(name="refs", algorithm="random", num_identities=4))
+        generate_references(
+            ctx, ReferenceParams(generator=TINY_GENERATOR, name="refs", algorithm="random", num_identities=4)
+        )
         whole: Any = DISPERSION
         want_run = variations.generate_variations(ctx, whole)
     else:

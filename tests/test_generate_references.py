@@ -23,7 +23,9 @@ from synthdb.generate.resume import resume_run
 from synthdb.store.commit import TableSpec, commit
 from synthdb.store.fsck import fsck
 
-SMALL = {"num_identities": 6, "ict": 0.25, "batch_size": 4}
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
+SMALL = {"num_identities": 6, "ict": 0.25, "batch_size": 4, "generator": TINY_GENERATOR}
 LANGEVIN = LangevinParams(iterations=4, repulsion_radius=0.5)
 
 
@@ -83,17 +85,34 @@ def test_user_errors_are_one_line(sqlite_ctx: Context) -> None:
     with pytest.raises(SynthdbError, match="lower --ict"):
         generate_references(
             sqlite_ctx,
-            ReferenceParams(name="x", algorithm="ict", num_identities=3, ict=3.0, max_candidates=2),
+            ReferenceParams(
+                generator=TINY_GENERATOR,
+                name="x",
+                algorithm="ict",
+                num_identities=3,
+                ict=3.0,
+                max_candidates=2,
+            ),
         )
-    generate_references(sqlite_ctx, ReferenceParams(name="y", algorithm="random", num_identities=1))
+    generate_references(
+        sqlite_ctx, ReferenceParams(generator=TINY_GENERATOR, name="y", algorithm="random", num_identities=1)
+    )
     with pytest.raises(SynthdbError, match="choose another --name"):
-        generate_references(sqlite_ctx, ReferenceParams(name="y", algorithm="random", num_identities=1))
+        generate_references(
+            sqlite_ctx,
+            ReferenceParams(generator=TINY_GENERATOR, name="y", algorithm="random", num_identities=1),
+        )
     with pytest.raises(SynthdbError, match="--avoid needs"):
         generate_references(
-            sqlite_ctx, ReferenceParams(name="z", num_identities=2, algorithm="random", avoid="y")
+            sqlite_ctx,
+            ReferenceParams(
+                generator=TINY_GENERATOR, name="z", num_identities=2, algorithm="random", avoid="y"
+            ),
         )
     with pytest.raises(SynthdbError, match="no dataset named 'nope'"):
-        generate_references(sqlite_ctx, ReferenceParams(name="z", num_identities=2, avoid="nope"))
+        generate_references(
+            sqlite_ctx, ReferenceParams(generator=TINY_GENERATOR, name="z", num_identities=2, avoid="nope")
+        )
 
 
 def test_unit_seeds_are_stable_and_independent() -> None:
@@ -155,8 +174,12 @@ def test_batched_repulsion_equals_the_one_identity_loop() -> None:
     from synthdb.generate.references import _latents, langevin_step, load_pipeline, repulsion_potential
 
     params = ReferenceParams(
-        name="x", num_identities=5, batch_size=2, langevin=LangevinParams(repulsion_radius=0.5)
-    )
+        generator=TINY_GENERATOR,
+        name="x",
+        num_identities=5,
+        batch_size=2,
+        langevin=LangevinParams(repulsion_radius=0.5),
+    ).resolved()
     pipeline = load_pipeline(params)
     _, w = _latents(pipeline, 0, range(5), 0.7, "z")
     fixed = pipeline.embed(w)
@@ -184,6 +207,7 @@ def test_references_and_their_resume_on_both_catalogs(ctx: Context) -> None:
     from dataclasses import replace
 
     params = ReferenceParams(name="pg", algorithm="langevin", num_identities=3, batch_size=3,
+                             generator=TINY_GENERATOR,
                              langevin=LangevinParams(iterations=2, repulsion_radius=0.5))  # fmt: skip
     run_id = generate_references(ctx, params)
     resumed = generate_references(ctx, replace(params, name="again"))

@@ -23,6 +23,8 @@ from synthdb.generate.references import ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 IDENTITIES, VARIATIONS = 6, 3
 
 
@@ -52,6 +54,8 @@ def variations_cli(ctx: Context, name: str, *shard: str) -> subprocess.Popen:
             "1",
             "--batch-size",
             "3",
+            "--generator",
+            "stylegan2-tiny",
             *shard,
         ],
         stdout=subprocess.PIPE,
@@ -63,7 +67,10 @@ def variations_cli(ctx: Context, name: str, *shard: str) -> subprocess.Popen:
 
 def test_four_concurrent_shards_equal_one_process(ctx: Context) -> None:
     """On SQLite and PostgreSQL (the ``ctx`` fixture)."""
-    generate_references(ctx, ReferenceParams(name="refs", algorithm="random", num_identities=IDENTITIES))
+    generate_references(
+        ctx,
+        ReferenceParams(generator=TINY_GENERATOR, name="refs", algorithm="random", num_identities=IDENTITIES),
+    )
     procs = [variations_cli(ctx, "one")]
     procs += [variations_cli(ctx, "sharded", "--shard-index", str(i), "--num-shards", "4") for i in range(4)]
     outs = []

@@ -22,7 +22,10 @@ from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
 from tests.test_latent_directions import planted_set
 
+TINY_GENERATOR = "stylegan2-tiny"  # untrained: these tests are about the machinery, not faces
+
 BASE = variations.VariationParams(
+    generator=TINY_GENERATOR,
     name="var",
     references="refs",
     num_variations=4,
@@ -35,7 +38,10 @@ BASE = variations.VariationParams(
 
 @pytest.fixture
 def refs(sqlite_ctx: Context) -> Context:
-    generate_references(sqlite_ctx, ReferenceParams(name="refs", algorithm="random", num_identities=4))
+    generate_references(
+        sqlite_ctx,
+        ReferenceParams(generator=TINY_GENERATOR, name="refs", algorithm="random", num_identities=4),
+    )
     return sqlite_ctx
 
 
@@ -155,7 +161,9 @@ def test_disco_starts_from_a_catalog_direction_set(refs: Context) -> None:
 
 def test_covariates_variations_are_the_edits_of_the_neutralised_references(sqlite_ctx: Context) -> None:
     ctx = sqlite_ctx
-    generate_references(ctx, ReferenceParams(name="refs", algorithm="random", num_identities=2))
+    generate_references(
+        ctx, ReferenceParams(generator=TINY_GENERATOR, name="refs", algorithm="random", num_identities=2)
+    )
     planted_set("dirs").save(ctx.catalog)
     params = replace(
         BASE, name="cov", algorithm="covariates", directions="dirs", pose_scaling=0.5, identities_per_unit=1

@@ -33,7 +33,9 @@ from synthdb.store.fsck import fsck
 from tests.test_importers import multipie_path
 from tests.test_lpips import GOLDEN, lpips_weight_files
 
-FAST = proj.ProjectionParams(name="proj", images=["-"], steps=2, w_avg_samples=1000, batch_size=4)
+FAST = proj.ProjectionParams(
+    name="proj", images=["-"], steps=2, w_avg_samples=1000, batch_size=4, generator="stylegan2-tiny"
+)
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +323,17 @@ def test_lpips_is_the_perceptual_loss_once_its_files_are_added(
     ctx, ws = sqlite_ctx, str(sqlite_ctx.ws.root)
     _, images = generated(generator, 1, seed=31)
     Image.fromarray(proj.to_uint8(images)[0]).save(tmp_path / "t.png")
-    args = ["-w", ws, "project", str(tmp_path / "t.png"), "--steps", "6", "-q"]
+    args = [
+        "-w",
+        ws,
+        "project",
+        str(tmp_path / "t.png"),
+        "--steps",
+        "6",
+        "--generator",
+        "stylegan2-tiny",
+        "-q",
+    ]
     refused = CliRunner().invoke(cli, [*args, "--name", "x", "--perceptual", "lpips"])
     assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
     assert "needs the weights of vgg16-imagenet and lpips-vgg-v0.1" in refused.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import importlib.resources
 import os
 import socket
 import threading
@@ -300,7 +301,7 @@ def test_shipped_cards_parse_and_cover_the_known_networks() -> None:
         "facenet-vggface2", "facenet-casia", "stylegan2-ffhq-1024", "stylegan2-ffhq-256",
         "stylegan3-t-ffhq-1024", "stylegan3-t-ffhqu-256", "stylegan3-r-ffhqu-256", "eg3d-ffhq512-128",
         "vgg16-imagenet", "lpips-vgg-v0.1",
-        "stylegan2-rosinality-1024", "stylegan2-rosinality-256",
+        "stylegan2-rosinality-1024", "stylegan2-rosinality-256", "dcgan-digiface",
     }
     for card in list_cards():
         assert card.embedded or card.url.startswith("https://"), card.name
@@ -310,6 +311,21 @@ def test_shipped_cards_parse_and_cover_the_known_networks() -> None:
     assert get_card("dlib-68pt").commercial_use is False
     assert all(c.commercial_use is False for c in list_cards("generator"))
     assert all(get_card(f"iresnet{d}").options == {"bn_eps": NIZHIB_BN_EPS} for d in (34, 50, 100))
+    for card in list_cards("embedder"):  # every embedder says where its verification threshold comes from
+        assert 0 < card.threshold_rad < 2 and card.threshold_source, card.name
+
+
+def test_cards_refuse_thresholds_and_settings_that_do_not_fit() -> None:
+    text = (importlib.resources.files(cards.CARDS_PACKAGE) / "dlib-resnet.toml").read_text()
+    with pytest.raises(SynthdbError, match="threshold_rad must be an angle"):
+        cards.parse_card(text.replace("threshold_rad = 0.4027", "threshold_rad = 40.27"), "x.toml")
+    with pytest.raises(SynthdbError, match="missing keys threshold_rad"):
+        cards.parse_card(text.replace("threshold_rad = 0.4027\n", ""), "x.toml")
+    with pytest.raises(SynthdbError, match="algorithm_defaults are for generator cards"):
+        cards.parse_card(text + "\n[algorithm_defaults]\nlangevin_timestep = -0.1\n", "x.toml")
+    generator = (importlib.resources.files(cards.CARDS_PACKAGE) / "dcgan-digiface.toml").read_text()
+    with pytest.raises(SynthdbError, match="unknown algorithm_defaults langevin_steps"):
+        cards.parse_card(generator.replace("langevin_timestep", "langevin_steps"), "x.toml")
 
 
 def test_every_embedder_card_names_a_buildable_architecture() -> None:
@@ -359,6 +375,8 @@ image_size = 112
 output_dims = 512
 pixel_mean = 127.5
 pixel_std = 128
+threshold_rad = 1.4
+threshold_source = "the reference's ICT"
 """
 
 

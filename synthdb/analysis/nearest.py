@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthdb import defaults
 from synthdb.analysis.index import Searcher, build_index, load_index
 from synthdb.analysis.vectors import (
     NO_IDENTITY,
@@ -51,7 +52,7 @@ class Match:
     ref_identity: str
     ref_sample_id: int
     angle_rad: float
-    leak: bool | None
+    leak: bool
 
 
 @dataclass
@@ -66,7 +67,7 @@ class NearestReport:
     model: str
     by: str
     k: int
-    threshold_rad: float | None
+    threshold_rad: float
     query_identity_ids: np.ndarray
     ref_identity_ids: np.ndarray
     ref_sample_ids: np.ndarray
@@ -78,8 +79,6 @@ class NearestReport:
 
     @property
     def leak_mask(self) -> np.ndarray:
-        if self.threshold_rad is None:
-            return np.zeros(self.angles_rad.shape, np.bool_)
         return self.angles_rad < self.threshold_rad  # NaN compares False
 
     @property
@@ -104,7 +103,7 @@ class NearestReport:
                     self.labels.get(ref, str(ref)),
                     int(self.ref_sample_ids[row, rank]),
                     angle,
-                    None if self.threshold_rad is None else angle < self.threshold_rad,
+                    angle < self.threshold_rad,
                 )
             )
         return out
@@ -198,7 +197,8 @@ def check_nearest(
 ) -> NearestReport:
     """Nearest ``against`` identities of every ``query`` identity; see the module docstring.
 
-    ``threshold`` is an angle in radians: a match below it is a leak (None: list the nearest only).
+    ``threshold`` is an angle in radians: a match below it is a leak (None: the embedder's verification
+    threshold).
     """
     if by not in BY:
         raise SynthdbError(f"unknown --by '{by}': use identity or sample")
@@ -209,6 +209,7 @@ def check_nearest(
             f"--threshold {threshold} is not an angle in radians in [0, pi]: e.g. --threshold 0.6"
         )
     loaded = load_vectors(ctx, query, model)
+    threshold = defaults.threshold(model) if threshold is None else threshold
     keep = loaded.identity_ids != NO_IDENTITY
     if not keep.any():
         raise SynthdbError(f"no embedded sample of '{query}' belongs to an identity: nothing to check")
@@ -306,7 +307,7 @@ def _commit_results(ctx: Context, dataset_id: int, run_id: int, report: NearestR
     sample."""
     rows, ranks = np.nonzero(report.ref_identity_ids != NO_IDENTITY)
     angles = report.angles_rad[rows, ranks]
-    leak = np.full(len(rows), np.nan) if report.threshold_rad is None else (angles < report.threshold_rad)
+    leak = angles < report.threshold_rad
     committed = commit(
         ctx.catalog,
         ctx.store,

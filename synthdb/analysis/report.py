@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from synthdb.analysis import plots
 from synthdb.analysis.histogram import resolve_space
-from synthdb.analysis.separability import DEFAULT_ICT, Separability, separability
+from synthdb.analysis.separability import Separability, separability
 from synthdb.analysis.vectors import NO_IDENTITY, identity_labels, sample_rows
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.schema import Dataset, Model, Run, Shard
@@ -150,7 +150,7 @@ def report(
     dataset: str,
     out: str | Path,
     model: str | None = None,
-    ict: float = DEFAULT_ICT,
+    ict: float | None = None,
     bins: int = 1024,
     grid_identities: int = 8,
     grid_samples: int = 6,
@@ -165,6 +165,7 @@ def report(
     _, model = resolve_space(ctx, dataset, "embedding", model)
     did = lookup_dataset_id(ctx.catalog, dataset)
     sep = separability(ctx, dataset, model, ict=ict, bins=bins, device=device, quiet=quiet)
+    ict = sep.ict_rad
     title = f"{dataset} · {model}"
     figures = [
         plots.plot_histograms(out / "histogram.png", sep.edges, sep.inter, sep.intra, "rad", ict, title),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from synthdb import defaults
 from synthdb.analysis.histogram import (
     ANGLE,
     ClassHistogram,
@@ -33,7 +34,6 @@ from synthdb.analysis.vectors import identity_blocks, load_vectors, normalized
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 
-DEFAULT_ICT = 1.4
 FNMR_TARGETS = (0.1, 0.01, 0.001)
 FMR_TARGETS = (0.01, 0.001, 0.0001)
 _CURVE_POINTS = 2000
@@ -168,7 +168,7 @@ def intra_spread(unit: np.ndarray, identity_ids: np.ndarray) -> Spread:
 def separability_of(
     vectors: np.ndarray,
     identity_ids: np.ndarray,
-    ict: float = DEFAULT_ICT,
+    ict: float,
     bins: int = 1024,
     fnmr_targets: Sequence[float] = FNMR_TARGETS,
     fmr_targets: Sequence[float] = FMR_TARGETS,
@@ -180,7 +180,9 @@ def separability_of(
 ) -> Separability:
     """Array-level separability of embeddings (rows) labelled by identity; see the module docstring."""
     if not 0 < ict < math.pi:
-        raise SynthdbError(f"--ict {ict} is not an angle in radians in (0, pi): the papers use 1.4")
+        raise SynthdbError(
+            f"--ict {ict} is not an angle in radians in (0, pi): e.g. 0.609 for dlib-resnet, 1.4 for ArcFace"
+        )
     if len(vectors) < 2:
         raise SynthdbError(f"{len(vectors)} embedded samples: separability needs at least two")
     uniform = uniform_edges(bins, (0.0, math.pi))
@@ -244,15 +246,17 @@ def separability(
     ctx: Context,
     dataset: str,
     model: str | None = None,
-    ict: float = DEFAULT_ICT,
+    ict: float | None = None,
     bins: int = 1024,
     fnmr_targets: Sequence[float] = FNMR_TARGETS,
     fmr_targets: Sequence[float] = FMR_TARGETS,
     device: str | None = None,
     quiet: bool = False,
 ) -> Separability:
-    """Separability of ``dataset`` under embedder ``model`` (optional when it has one); see the module doc."""
+    """Separability of ``dataset`` under embedder ``model`` (optional when it has one); see the module doc.
+    ``ict`` defaults to the embedder's verification threshold."""
     _, model = resolve_space(ctx, dataset, "embedding", model)
+    ict = defaults.threshold(model) if ict is None else ict
     loaded = load_vectors(ctx, dataset, model)
     data = loaded.with_identity()
     out = separability_of(

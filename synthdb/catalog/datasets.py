@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from synthdb.catalog.engine import Catalog
-from synthdb.catalog.schema import DATASET_KINDS, Dataset
+from synthdb.catalog.schema import DATASET_KINDS, Dataset, Shard
 from synthdb.errors import SynthdbError
 
 _dataset = Dataset.__table__
@@ -53,3 +53,18 @@ def dataset_id(catalog: Catalog, name: str) -> int:
         names = conn.execute(sa.select(_dataset.c.name).order_by(_dataset.c.name).limit(20)).scalars().all()
     known = ", ".join(names) if names else "none yet"
     raise SynthdbError(f"no dataset named '{name}' in the catalog (known: {known}): check the name")
+
+
+def latent_spaces(catalog: Catalog, dataset: int) -> list[str]:
+    """The generators whose latents a dataset's committed shards hold (usually one), sorted."""
+    shard = Shard.__table__
+    with catalog.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(shard.c.space)
+                .where(shard.c.dataset_id == dataset, shard.c.content == "latent")
+                .where(shard.c.state == "committed")
+                .distinct()
+                .order_by(shard.c.space)
+            ).scalars()
+        )

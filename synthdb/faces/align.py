@@ -124,6 +124,11 @@ PRESETS: dict[str, CropPreset] = {p.name: p for p in (
     CropPreset("dlib150", "template", (150, 150), _dlib_chip_points(150, 0.25),
                "dlib.get_face_chip(size=150, padding=0.25): the dlib ResNet's input",
                fit="template_to_image"),
+    # Mean MTCNN points of 242 dcgan-digiface images (256 seeded z, 4x bicubic upsampling, those with
+    # exactly one face), mapped back to 64 px: tests/test_dcgan.py re-measures them.
+    CropPreset("digiface64", "template", (64, 64), (
+        (42.06, 30.31), (21.88, 30.54), (31.64, 43.29), (40.57, 54.26), (23.25, 54.45)),
+        "dcgan-digiface output: DigiFace-1M framing (about insightface's arcface template at 64 px)"),
     CropPreset("mtcnn", "detector", note="facenet-pytorch MTCNN landmarks"),
     CropPreset("dlib", "detector", note="dlib HOG detector + 5-point shape predictor"),
     CropPreset("resize", "resize", note="input only: resize the whole image to the output size"),
@@ -139,6 +144,16 @@ def ffhq_scaled(size: int) -> CropPreset:
     (lx, ly), (rx, ry) = base.eye_left, base.eye_right
     return _ffhq_family(f"ffhq{size}", size, (lx * scale, ly * scale), (rx * scale, ry * scale),
                         f"FFHQ framing at {size}")
+
+
+def generator_preset(framing: str, resolution: int) -> CropPreset:
+    """The fixed geometry of a generator's images: its card's preset (``digiface64`` for dcgan-digiface) when
+    that is a preset of the generator's size, else the FFHQ framing scaled to it (StyleGAN and EG3D FFHQ
+    models, tiny configurations, bare files)."""
+    preset = PRESETS.get(framing)
+    if preset is not None and preset.has_eyes and preset.size == (resolution, resolution):
+        return preset
+    return ffhq_scaled(resolution)
 
 
 def get_preset(preset: str | CropPreset) -> CropPreset:

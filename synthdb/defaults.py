@@ -1,0 +1,54 @@
+"""The one source of the defaults that depend on which networks are used.
+
+synthdb works out of the box with networks that ship inside Python packages: the trained ``dcgan-digiface``
+face generator and the ``dlib-resnet`` embedder. Thresholds are properties of an embedder, not of the
+algorithms: an angle that separates identities under an ArcFace IResNet (the reference's ICT, 1.4 rad)
+merges every pair of people under dlib's ResNet (same person below 0.609 rad). So every threshold an
+algorithm, a check or a plot needs defaults to the embedder card's ``threshold_rad``, and settings that
+depend on the scale of a generator's latent space (Langevin's step, Dispersion's latent radius) come from the
+generator card's ``algorithm_defaults``. An explicit value always wins; a run stores the values it resolved,
+so resuming it never depends on these defaults changing. Importing this module is cheap (the CLI reads
+its names at start-up); the cards are read when a value is asked for.
+"""
+
+from __future__ import annotations
+
+from synthdb.errors import SynthdbError
+
+#: The embedded generator and embedder: no download needed.
+GENERATOR = "dcgan-digiface"
+EMBEDDER = "dlib-resnet"
+
+#: The reference's Langevin repulsion radius over its ICT (1.7 / 1.4 rad for ArcFace IResNets): pairs closer
+#: than r0 repel, so r0 sits a little above the threshold the run should clear.
+RADIUS_OVER_THRESHOLD = 1.7 / 1.4
+
+
+def threshold(embedder: str) -> float:
+    """The embedder card's verification threshold, radians (same identity below it)."""
+    from synthdb.nets.cards import get_card, list_cards  # torch and every network: only when needed
+
+    if embedder not in {card.name for card in list_cards()}:
+        raise SynthdbError(
+            f"{embedder} has no model card, so synthdb knows no verification threshold for it: "
+            "pass one in radians (--ict / --threshold)"
+        )
+    card = get_card(embedder)
+    if card.threshold_rad is None:
+        raise SynthdbError(f"{embedder} is a {card.kind}, not an embedder: it has no verification threshold")
+    return card.threshold_rad
+
+
+def repulsion_radius(embedder: str) -> float:
+    """Langevin's default r0 for this embedder, radians."""
+    return threshold(embedder) * RADIUS_OVER_THRESHOLD
+
+
+def generator_setting(generator: str, key: str, fallback: float) -> float:
+    """An algorithm setting tuned for a generator card's latent space, else ``fallback`` (the reference's
+    value, tuned for StyleGAN's W); tiny configurations and bare files have no card."""
+    from synthdb.nets.cards import list_cards
+
+    cards = {card.name: card for card in list_cards("generator")}
+    card = cards.get(generator)
+    return float(card.algorithm_defaults.get(key, fallback)) if card is not None else fallback
