@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from synthdb.generate.references import ReferenceParams, load_pipeline
+from synthdb.generate.pipeline import load_pipeline
+from synthdb.generate.references import ReferenceParams
 from synthdb.generate.variations import VariationParams, dispersion_unit
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     pipeline = load_pipeline(
+        None,
         ReferenceParams(
             name="bench", num_identities=args.identities, generator=args.generator, device=args.device
         )

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthdb.nets.dlib_resnet import chips_to_tensor, default_model_path, load_dlib_resnet
+from synthdb import zoo
+from synthdb.nets.dlib_resnet import chips_to_tensor, load_dlib_resnet
 
 N_CHIPS = 32
 
@@ -25,7 +26,7 @@ N_CHIPS = 32
 def collect_chips(faces_dir: Path, n: int) -> list[np.ndarray]:
     """Aligned 150x150 chips of the first n faces dlib finds in the photos (repeated if there are fewer)."""
     detector = dlib.get_frontal_face_detector()
-    models = default_model_path().parent
+    models = zoo.weights_path(None, "dlib-resnet").parent
     landmarks = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     chips: list[np.ndarray] = []
     for photo in sorted(p for p in faces_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}):
@@ -60,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
 
     chips = collect_chips(args.faces, N_CHIPS)
-    reference = dlib.face_recognition_model_v1(str(default_model_path()))
-    net = load_dlib_resnet()
+    reference = dlib.face_recognition_model_v1(str(zoo.weights_path(None, "dlib-resnet")))
+    net = load_dlib_resnet(zoo.weights_path(None, "dlib-resnet"))
     batch = chips_to_tensor(np.stack(chips))
 
     def run_dlib() -> np.ndarray:

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthdb import zoo
 from synthdb.admin import init_workspace
-from synthdb.faces.detect import DlibDetector, load_image
+from synthdb.embed_dataset import embed_dataset
+from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
-from synthdb.faces.embed_dataset import embed_dataset
 from synthdb.sources.registry import import_named
 
 FACES = Path(__file__).resolve().parents[1] / "tests" / "data" / "faces"
@@ -31,7 +32,7 @@ IMAGES, SIZE = 500, 256
 def make_folder(root: Path) -> None:
     """Cut a SIZE x SIZE window around every detected face, then vary it to reach IMAGES files."""
     rng = np.random.default_rng(0)
-    detector = DlibDetector()
+    detector = zoo.detector(None, "dlib")
     windows = []
     for path in sorted(FACES.glob("*.*")):
         if path.suffix == ".csv":
@@ -73,7 +74,7 @@ def bare_forward(embedder: Embedder, repeats: int = 3) -> float:
 def main(device: str = "cpu") -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         make_folder(Path(tmp) / "faces")
-        embedder = Embedder.load("dlib-resnet", device=device)
+        embedder = zoo.embedder(None, "dlib-resnet", device)
         rates = {"bare forward (pre-aligned, batch 32)": bare_forward(embedder)}
         for detector in ("none", "mtcnn", "dlib"):
             ctx = init_workspace(Path(tmp) / f"ws-{detector}")

@@ -18,15 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_embed  # noqa: E402 - the sibling benchmark, reused with device="cuda"
 from bench_dlib_resnet import N_CHIPS, collect_chips, median_seconds  # noqa: E402
 
-from synthdb.nets.dlib_resnet import chips_to_tensor, default_model_path, load_dlib_resnet  # noqa: E402
+from synthdb import zoo  # noqa: E402
+from synthdb.nets.dlib_resnet import chips_to_tensor, load_dlib_resnet  # noqa: E402
 
 
 def dlib_vs_torch_cuda() -> None:
     import dlib
 
     chips = collect_chips(bench_embed.FACES, N_CHIPS)
-    reference = dlib.face_recognition_model_v1(str(default_model_path()))
-    net = load_dlib_resnet().cuda()
+    reference = dlib.face_recognition_model_v1(str(zoo.weights_path(None, "dlib-resnet")))
+    net = load_dlib_resnet(zoo.weights_path(None, "dlib-resnet")).cuda()
     batch = chips_to_tensor(np.stack(chips)).cuda()
 
     def run_torch() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from gpu_common import random_generator
 
-from synthdb.faces.embed import Embedder
+from synthdb import defaults, zoo
 from synthdb.generate.pipeline import Pipeline
 from synthdb.generate.references import LangevinParams, ReferenceParams, langevin_step, repulsion_potential
 from synthdb.generate.variations import VariationParams, dispersion_unit
@@ -69,7 +69,7 @@ def main() -> None:
         return
     torch.backends.cudnn.benchmark = True
     generator = random_generator("stylegan2", args.resolution, device, channel_base=16384)
-    pipeline = Pipeline(generator, Embedder.load(device=device), args.batch_size)
+    pipeline = Pipeline(generator, zoo.embedder(None, defaults.EMBEDDER, device), args.batch_size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{pipeline.generator.describe()} + {pipeline.embedder.name} on {name}, torch {torch.__version__}")
     z = torch.randn(args.identities, 512, generator=torch.Generator().manual_seed(1)).to(device)

@@ -16,14 +16,8 @@ import time
 
 import torch
 
-from synthdb.generate.pipeline import Pipeline
-from synthdb.generate.references import (
-    LangevinParams,
-    ReferenceParams,
-    langevin_step,
-    load_pipeline,
-    repulsion_potential,
-)
+from synthdb.generate.pipeline import Pipeline, load_pipeline
+from synthdb.generate.references import LangevinParams, ReferenceParams, langevin_step, repulsion_potential
 
 
 def reference_loop_forces(pipeline: Pipeline, w: torch.Tensor, lp: LangevinParams) -> torch.Tensor:
@@ -68,7 +62,7 @@ def main() -> None:
         name="bench", num_identities=args.identities, generator=args.generator, batch_size=args.batch_size,
         device=args.device, langevin=lp,
     ).resolved()  # fmt: skip
-    pipeline = load_pipeline(params)
+    pipeline = load_pipeline(None, params)
     w = pipeline.w_avg + 0.7 * (
         pipeline.generator.mapping(
             torch.randn(

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from synthdb.faces.embed import Embedder
+from synthdb import zoo
 from synthdb.latent.project import ProjectionParams, Projector
 from synthdb.nets.generator import Generator
 
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     generator = Generator.tiny("stylegan2-tiny").to(args.device)
-    embedder = Embedder.load("dlib-resnet", device=args.device)
+    embedder = zoo.embedder(None, "dlib-resnet", args.device)
     params = ProjectionParams(name="bench", images=["-"], steps=args.steps, w_avg_samples=10000)
     projector = Projector(generator, embedder, params)
     z = torch.randn(args.targets, generator.z_dim, generator=torch.Generator().manual_seed(0))

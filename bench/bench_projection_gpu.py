@@ -14,7 +14,7 @@ import time
 import torch
 from gpu_common import random_generator, sync
 
-from synthdb.faces.embed import Embedder
+from synthdb import zoo
 from synthdb.latent.project import ProjectionParams, Projector
 
 
@@ -31,7 +31,7 @@ def main() -> None:
         return
     torch.backends.cudnn.benchmark = True
     generator = random_generator("stylegan2", args.resolution, device, channel_base=16384)
-    embedder = Embedder.load("dlib-resnet", device=device)
+    embedder = zoo.embedder(None, "dlib-resnet", device)
     projector = Projector(generator, embedder, ProjectionParams(name="bench", images=["-"], steps=args.steps))
     z = torch.randn(args.batch, 512, generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():

@@ -32,13 +32,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import check_spread, environment, interleaved  # noqa: E402
 
-from synthdb import defaults  # noqa: E402
+from synthdb import defaults, zoo  # noqa: E402
 from synthdb.admin import init_workspace  # noqa: E402
-from synthdb.catalog.datasets import dataset_id  # noqa: E402
+from synthdb.analysis.vectors import load_vectors  # noqa: E402
+from synthdb.angles import angle  # noqa: E402
+from synthdb.catalog.samples import identity_labels  # noqa: E402
 from synthdb.faces.align import Cropper, generator_preset  # noqa: E402
 from synthdb.faces.detect import MtcnnDetector, load_image  # noqa: E402
-from synthdb.faces.embed import Embedder, angle  # noqa: E402
-from synthdb.generate import runner  # noqa: E402
+from synthdb.generate import units  # noqa: E402
 from synthdb.generate.pipeline import Pipeline  # noqa: E402
 from synthdb.generate.references import ReferenceParams, generate_references, langevin_step  # noqa: E402
 from synthdb.generate.variations import VariationParams, generate_variations  # noqa: E402
@@ -95,12 +96,13 @@ def one_face(generator: Generator, w: np.ndarray, mtcnn: MtcnnDetector) -> float
 def acceptance(pipeline: Pipeline, workdir: Path) -> None:
     ctx = init_workspace(workdir / "ws")
     thr, emb, gen = defaults.threshold(defaults.EMBEDDER), defaults.EMBEDDER, defaults.GENERATOR
-    mtcnn = MtcnnDetector()
+    mtcnn = zoo.detector(None, "mtcnn")
 
     def vectors(name: str, content: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
         space, column = (emb, "embedding") if content == "embedding" else (gen, "w")
-        _, ids, v = runner.dataset_vectors(ctx, dataset_id(ctx.catalog, name), content, space, column)
-        return np.array(runner.identity_labels(ctx, ids)), v
+        found = load_vectors(ctx, name, space, content, column).by_sample()
+        labels = identity_labels(ctx.catalog, found.identity_ids)
+        return np.array([labels[int(i)] for i in found.identity_ids]), found.vectors
 
     print(f"threshold {thr:.4f} rad ({emb}'s card); also: {ISSUE_THRESHOLD:.4f} rad (0.6 on unit vectors)")
     for algorithm in ("random", "langevin"):
@@ -118,7 +120,7 @@ def acceptance(pipeline: Pipeline, workdir: Path) -> None:
         )
     start = time.perf_counter()
     run_id = generate_references(ctx, ReferenceParams(name="ict", algorithm="ict", num_identities=24))
-    drawn = sum(row["candidates"] for row in runner.read_stats(ctx, run_id))
+    drawn = sum(row["candidates"] for row in units.read_stats(ctx, run_id))
     d = pair_angles(vectors("ict")[1])
     print(
         f"ict       24 identities in {time.perf_counter() - start:6.1f} s from {drawn} candidates: "
@@ -135,7 +137,7 @@ def acceptance(pipeline: Pipeline, workdir: Path) -> None:
     (ref_labels, ref_e), (var_labels, var_e) = vectors("refs"), vectors("vars")
     d = angle(torch.from_numpy(var_e), torch.from_numpy(ref_e)).numpy()
     to_own = d[np.arange(len(var_labels)), [int(np.flatnonzero(ref_labels == x)[0]) for x in var_labels]]
-    stats = runner.read_stats(ctx, run_id)
+    stats = units.read_stats(ctx, run_id)
     print(
         f"dispersion 24 x 8 in {time.perf_counter() - start:6.1f} s: nearest their own reference "
         f"{(ref_labels[d.argmin(axis=1)] == var_labels).mean():.1%}, angle to it below {thr:.3f} rad "
@@ -150,8 +152,10 @@ def projection(pipeline: Pipeline) -> None:
     gen, emb = pipeline.generator, pipeline.embedder
     names = ["obama_01.jpg", "biden_02.jpg", "angelina_01.jpg"]
     photos = [torch.from_numpy(load_image(FACES / n).copy()).permute(2, 0, 1)[None].float() for n in names]
-    native = Cropper("mtcnn", generator_preset(gen.framing, gen.img_resolution), value_range=(0.0, 255.0))
-    to_embedder = Cropper("mtcnn", emb.preset, value_range=(0.0, 255.0))
+    mtcnn = zoo.detector(None, "mtcnn")
+    frame = generator_preset(gen.framing, gen.img_resolution)
+    native = Cropper("mtcnn", frame, detector=mtcnn, value_range=(0.0, 255.0))
+    to_embedder = Cropper("mtcnn", emb.preset, detector=mtcnn, value_range=(0.0, 255.0))
     targets = torch.cat([native(p)[0] for p in photos]) / 127.5 - 1
     truth = torch.cat([emb.embed(to_embedder(p)[0]) for p in photos])
     start = time.perf_counter()
@@ -171,7 +175,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Throughput only.")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    pipeline = Pipeline(Generator.load(defaults.GENERATOR), Embedder.load(defaults.EMBEDDER), 32)
+    pipeline = Pipeline(zoo.generator(None, defaults.GENERATOR), zoo.embedder(None, defaults.EMBEDDER), 32)
     print(f"{pipeline.generator.describe()} + {pipeline.embedder.name}; {environment()}")
     throughput(pipeline, args.rounds)
     if not args.quick:

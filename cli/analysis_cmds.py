@@ -158,14 +158,25 @@ def stats_histogram(
     device: str | None,
 ) -> None:
     """Exact inter/intra-class distance histograms over all pairs of DATASET."""
-    from synthdb.analysis import plots
-    from synthdb.analysis.histogram import histogram, write_dat
+    from synthdb.analysis.histogram_report import histogram_report
 
     with opts.open() as ctx:
-        result = histogram(
-            ctx, dataset, model, pair_class, space, bins, value_range or None, column, device, opts.quiet
+        report = histogram_report(
+            ctx,
+            dataset,
+            model,
+            pair_class,
+            space,
+            bins,
+            value_range or None,
+            column,
+            device,
+            opts.quiet,
+            export=export,
+            plot=plot,
+            ict=ict,
         )
-    classes = [(name, h) for name, h in (("inter", result.inter), ("intra", result.intra)) if h is not None]
+    result, classes = report.histogram, report.classes
     rows = [
         ("space", f"{result.space} of {result.model} ({result.metric}, {result.unit})"),
         ("samples", f"{result.samples:,} in {result.identities:,} identities"),
@@ -184,14 +195,10 @@ def stats_histogram(
         rows.append(("closest inter pair", f"{distance:.6f} {result.unit} (samples {a}, {b})"))
     if result.dropped_without_identity:
         rows.append(("left out", f"{result.dropped_without_identity} samples without an identity"))
-    if export:
-        write_dat(export, result.left_edges, [h.normalized for _, h in classes])
-        rows.append(("exported", f"{export} (left edge, {', '.join(n for n, _ in classes)})"))
-    if plot:
-        plots.plot_histograms(
-            plot, result.edges, result.inter, result.intra, result.unit, ict, f"{dataset} · {result.model}"
-        )
-        rows.append(("plot", plot))
+    if report.dat is not None:
+        rows.append(("exported", f"{report.dat} (left edge, {', '.join(n for n, _ in classes)})"))
+    if report.figure is not None:
+        rows.append(("plot", report.figure))
     echo_rows(rows)
 
 
@@ -213,17 +220,11 @@ def stats_separability(
     device: str | None,
 ) -> None:
     """Min/mean inter-class angle, pairs below the ICT, intra-class spread, EER and FMR/FNMR points."""
-    import numpy as np
-
-    from synthdb.analysis.report import numbers
     from synthdb.analysis.separability import separability
 
     with opts.open() as ctx:
         result = separability(ctx, dataset, model, ict, bins, device=device, quiet=opts.quiet)
-    shown = numbers(result)
-    spread = result.spread.mean_rad
-    if len(spread):
-        shown["intra-class spread (median mean angle to centroid)"] = f"{float(np.median(spread)):.4f} rad"
+    shown = result.headline(with_spread=True)
     if as_json:
         click.echo(json.dumps({"dataset": dataset, "model": result.model, **shown}, indent=2))
         return

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 
 import click
-import sqlalchemy as sa
 
 from synthdb import __version__
 from synthdb.context import Context
@@ -54,14 +53,6 @@ class Group(click.Group):
             return super().invoke(ctx)
         except SynthdbError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except sa.exc.OperationalError as exc:
-            message = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            click.echo(
-                f"error: the catalog database refused the operation ({message}): "
-                "check that it is running and reachable (synthdb info shows its URL)",
-                err=True,
-            )
             sys.exit(1)
 
 

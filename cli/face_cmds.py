@@ -1,4 +1,4 @@
-"""Face-model commands: models list/show/add/fetch, crop, embed."""
+"""Face commands: crop image files, embed a catalog dataset."""
 
 from __future__ import annotations
 
@@ -6,74 +6,8 @@ import sys
 
 import click
 
-from synthdb.cli.app import Options, cli, echo_rows, pass_options
-
-
-@cli.group()
-def models() -> None:
-    """Networks synthdb knows (model cards) and their weights on this machine."""
-
-
-@models.command(name="list")
-@click.option("--kind", type=click.Choice(["embedder", "generator", "detector", "landmarks", "perceptual"]))
-@pass_options
-def models_list(opts: Options, kind: str | None) -> None:
-    """List model cards, whether their weights are here, and their licences."""
-    from synthdb import models as registry
-
-    with opts.open() as ctx:
-        rows = registry.status(ctx, kind)
-    width = max(len(r.card.name) for r in rows)
-    for r in rows:
-        where = "embedded" if r.card.embedded else ("ready" if r.weights else "missing")
-        commercial = {True: "commercial ok", False: "non-commercial"}.get(
-            r.card.commercial_use, "terms unclear"
-        )
-        click.echo(f"{r.card.name.ljust(width)}  {r.card.kind:<10}  {where:<8}  {commercial}")
-
-
-@models.command(name="show")
-@click.argument("name")
-@pass_options
-def models_show(opts: Options, name: str) -> None:
-    """Show a model card and where its weights are."""
-    from synthdb import models as registry
-    from synthdb.nets.cards import get_card
-
-    card = get_card(name)
-    with opts.open() as ctx:
-        path = registry.weights_path(ctx, card)
-    fields = [(k, v) for k, v in vars(card).items() if v not in ("", None, {})]
-    echo_rows([*fields, ("weights", path or "not on this machine")])
-
-
-@models.command(name="add")
-@click.argument("name")
-@click.option(
-    "--file",
-    "file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The weights file you have.",
-)
-@pass_options
-def models_add(opts: Options, name: str, file: str) -> None:
-    """Copy a weights file into the models directory, verify it and register it."""
-    from synthdb import models as registry
-
-    with opts.open() as ctx:
-        click.echo(f"{name}: weights at {registry.add(ctx, name, file)}")
-
-
-@models.command(name="fetch")
-@click.argument("name")
-@pass_options
-def models_fetch(opts: Options, name: str) -> None:
-    """Download a model's weights (sha256-checked) and register them."""
-    from synthdb import models as registry
-
-    with opts.open() as ctx:
-        click.echo(f"{name}: weights at {registry.fetch(ctx, name, progress=not opts.quiet)}")
+from synthdb import defaults
+from synthdb.cli.app import Options, cli, pass_options
 
 
 @cli.command()
@@ -86,7 +20,7 @@ def models_fetch(opts: Options, name: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 def crop(images: tuple[str, ...], source: str, target: str, out: str, device: str) -> None:
     """Crop face images from one preset's geometry into another's."""
-    from synthdb.faces.crop import crop_images
+    from synthdb.crop_files import crop_images
 
     report = crop_images(list(images), source, target, out, device=device)
     for result in report.results:
@@ -98,11 +32,11 @@ def crop(images: tuple[str, ...], source: str, target: str, out: str, device: st
 
 @cli.command()
 @click.argument("dataset")
-@click.option("--model", default="dlib-resnet", show_default=True, help="Embedder model card.")
+@click.option("--model", default=defaults.EMBEDDER, show_default=True, help="Embedder model card.")
 @click.option(
     "--detector",
     type=click.Choice(["mtcnn", "dlib", "none"]),
-    default="mtcnn",
+    default=defaults.DETECTOR,
     show_default=True,
     help="none: the images are already aligned crops of the model's preset.",
 )
@@ -122,7 +56,7 @@ def embed(
     device: str,
 ) -> None:
     """Detect, align and embed every image of DATASET; resumable, one shard per work unit."""
-    from synthdb.faces.embed_dataset import embed_dataset
+    from synthdb.embed_dataset import embed_dataset
 
     with opts.open() as ctx:
         report = embed_dataset(

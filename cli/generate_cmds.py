@@ -22,7 +22,7 @@ def generate() -> None:
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the z latents.")
 @click.option("--num", default=1, show_default=True, help="Number of images from seeds (tiled 8 per row).")
-@click.option("--truncation", default=0.7, show_default=True, help="Truncation psi (1: none).")
+@click.option("--truncation", default=defaults.TRUNCATION, show_default=True, help="Truncation psi (1: none)")
 @click.option(
     "--latents",
     type=click.Path(exists=True, dir_okay=False),
@@ -62,12 +62,13 @@ def generate_image(
     device: str,
 ) -> None:
     """Render images from seeds or from a sample's latents into one PNG (EG3D: from a camera, with depth)."""
-    from synthdb.generate.image import generate_images, load_generator
+    from synthdb.generate.render import render
 
-    generator = load_generator(spec, opts.workspace, device)
-    result = generate_images(
-        generator,
+    result = render(
+        spec,
         out,
+        workspace=opts.workspace,
+        device=device,
         seed=seed,
         num=num,
         truncation=truncation,
@@ -117,7 +118,12 @@ def _model_options(command):  # noqa: ANN001, ANN201 - a click decorator
     "--algorithm", type=click.Choice(["random", "ict", "langevin"]), default="langevin", show_default=True
 )
 @click.option("--ict", type=float, help="Inter-class threshold, radians [default: the embedder's threshold].")
-@click.option("--truncation", default=0.7, show_default=True, help="Truncation psi of the initial latents.")
+@click.option(
+    "--truncation",
+    default=defaults.TRUNCATION,
+    show_default=True,
+    help="Truncation psi of the initial latents.",
+)
 @click.option("--avoid", help="A catalog dataset whose embeddings repel (ict: are kept >= ICT away).")
 @click.option(
     "--max-candidates", default=100, show_default=True, help="ict: give up after this many per identity."
@@ -219,7 +225,7 @@ def generate_variations_cmd(
 ) -> None:
     """Variations of each reference identity (Dispersion, DisCo, covariates) into a dataset shared by all
     shards."""
-    from synthdb.generate.runner import resolve_shard
+    from synthdb.generate.units import resolve_shard
     from synthdb.generate.variations import VariationParams, generate_variations
 
     params = VariationParams(**kw)  # type: ignore[arg-type]
@@ -254,7 +260,7 @@ def generate_images_cmd(
     device: str,
 ) -> None:
     """Render the images of a generated dataset's stored latents (constant noise) and record their paths."""
-    from synthdb.generate.images import generate_dataset_images
+    from synthdb.generate.dataset_images import generate_dataset_images
 
     with opts.open() as ctx:
         count = generate_dataset_images(ctx, dataset, generator, crop, root, batch_size, device, opts.quiet)

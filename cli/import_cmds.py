@@ -15,7 +15,8 @@ def import_group() -> None:
 
 def _make_command(source_name: str) -> None:
     is_file = registry.path_kind(source_name) == "file"
-    default_name = "the folder of samples.h5, else the file's stem" if is_file else source_name
+    defaults = {"samples": "the folder of samples.h5, else the file's stem", "csv": "the manifest's stem"}
+    default_name = defaults.get(source_name, source_name)
 
     @import_group.command(name=source_name, help=registry.describe(source_name))
     @click.argument("path", type=click.Path(exists=True, file_okay=is_file, dir_okay=not is_file))

@@ -31,7 +31,7 @@ def analyze_cmd(
     opts: Options, projections: str, protocol: str, name: str | None, generator: str | None, seed: int
 ) -> None:
     """Fit covariate directions on the PROJECTIONS dataset and store them as a named direction set."""
-    from synthdb.latent.analysis import analyze_projections
+    from synthdb.latent.svm_directions import analyze_projections
 
     name = name or (projections if protocol == "all" else f"{projections}-{protocol}")
     with opts.open() as ctx:

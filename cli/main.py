@@ -7,6 +7,7 @@ from synthdb.cli import (  # noqa: F401 - importing a module registers its comma
     generate_cmds,
     import_cmds,
     latent_cmds,
+    model_cmds,
     project_cmds,
     run_cmds,
     store_cmds,

@@ -34,7 +34,12 @@ from synthdb.cli.app import Options, cli, pass_options
 @click.option(
     "--crop", is_flag=True, help="Detect and align photos to the generator's framing first (else: aligned)."
 )
-@click.option("--detector", type=click.Choice(["dlib", "mtcnn"]), default="dlib", show_default=True)
+@click.option(
+    "--detector",
+    type=click.Choice(["dlib", "mtcnn"]),
+    default=defaults.PROJECTION_DETECTOR,
+    show_default=True,
+)
 @click.option("--seed", default=0, show_default=True, help="Root seed of every random draw.")
 @click.option("--batch-size", default=8, show_default=True, help="Targets optimised together.")
 @click.option("--init-lr", "initial_learning_rate", default=0.1, show_default=True)
@@ -45,7 +50,7 @@ from synthdb.cli.app import Options, cli, pass_options
 @click.option(
     "--random-start", is_flag=True, help="Start from a random w (psi --truncation), not from w_avg."
 )
-@click.option("--truncation", default=0.7, show_default=True)
+@click.option("--truncation", default=defaults.TRUNCATION, show_default=True)
 @click.option(
     "--video",
     type=click.Path(file_okay=False, resolve_path=True),
@@ -66,8 +71,7 @@ def project_cmd(
 ) -> None:
     """Optimise a latent (and noise) per aligned face until the generator redraws it; the latents
     become a dataset of role-`projection` samples linked to their sources."""
-    from synthdb.catalog.runs import get_run
-    from synthdb.generate.runner import resolve_shard
+    from synthdb.generate.units import resolve_shard
     from synthdb.latent.project import ProjectionParams, project
 
     params = ProjectionParams(
@@ -78,11 +82,9 @@ def project_cmd(
     )
     shard = resolve_shard(shard_index, num_shards)
     with opts.open() as ctx:
-        run_id = project(ctx, params, shard=shard, quiet=opts.quiet)
-        run = get_run(ctx.catalog, run_id)
-    summary = run.summary or {}
+        done = project(ctx, params, shard=shard, quiet=opts.quiet)
     click.echo(
-        f"run {run_id}: {summary['projected']} of {summary['targets']} targets projected into "
+        f"run {done.run_id}: {done.projected} of {done.targets} targets projected into "
         f"dataset {params.name} ({params.space}, {params.steps} steps, perceptual loss "
-        f"{run.params['perceptual']}; shard {shard[0] + 1} of {shard[1]})"
+        f"{done.perceptual}; shard {shard[0] + 1} of {shard[1]})"
     )

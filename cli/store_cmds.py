@@ -6,12 +6,11 @@ import sys
 
 import click
 
-from synthdb import workspace
+from synthdb import admin
 from synthdb.analysis import query as q
 from synthdb.cli.app import Options, cli, pass_options
 from synthdb.progress import progress_bar
 from synthdb.store import fsck as checks
-from synthdb.store.layout import adopt_store
 
 
 @cli.command()
@@ -72,7 +71,7 @@ def query(
 def fsck(opts: Options, quick: bool) -> None:
     """Check store files against catalog rows: missing, corrupt, orphan, staged and foreign files."""
     with opts.open() as ctx, progress_bar(None, "checking shards", opts.quiet) as advance:
-        report = checks.fsck(ctx, verify=not quick, advance=advance)
+        report = checks.fsck(ctx.catalog, ctx.store, verify=not quick, advance=advance)
     for kind in ("missing", "corrupt", "orphans", "staged", "foreign"):
         for path in getattr(report, kind):
             click.echo(f"{kind.rstrip('s')}: {path}")
@@ -99,7 +98,7 @@ def fsck(opts: Options, quick: bool) -> None:
 def gc(opts: Options, min_age: float) -> None:
     """Remove files no catalog row references, and retired shards."""
     with opts.open() as ctx:
-        report = checks.gc(ctx, min_age=min_age)
+        report = checks.gc(ctx.catalog, ctx.store, min_age=min_age)
     for path in report.removed_files:
         click.echo(f"removed {path}")
     for path in report.kept_young:
@@ -116,6 +115,5 @@ def store() -> None:
 @pass_options
 def adopt(opts: Options) -> None:
     """Mark the configured store as this workspace's (.synthdb-store), for workspaces made before markers."""
-    ws = workspace.find(opts.workspace)
-    store_id = adopt_store(ws)
+    ws, store_id = admin.adopt(opts.workspace)
     click.echo(f"{ws.store} is this workspace's store (id {store_id}, recorded in {ws.config_path})")

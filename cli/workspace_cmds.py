@@ -30,13 +30,11 @@ def init(
     if print_grants:
         click.echo(admin.postgres_grants(catalog_url or ""))
         return
-    ctx = admin.init_workspace(directory, catalog_url, store, models_dir)
-    click.echo(f"initialised workspace {ctx.ws.root}")
-    echo_rows([("catalog", ctx.catalog.display_url), ("store", ctx.store.root)])
-    warning = admin.catalog_role_warning(ctx)
-    if warning:
-        click.echo(warning, err=True)
-    ctx.close()
+    made = admin.initialise(directory, catalog_url, store, models_dir)
+    click.echo(f"initialised workspace {made.root}")
+    echo_rows([("catalog", made.catalog), ("store", made.store)])
+    if made.warning:
+        click.echo(made.warning, err=True)
 
 
 @cli.command()

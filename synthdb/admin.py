@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,10 @@ import sqlalchemy as sa
 
 from synthdb import __version__, workspace
 from synthdb.catalog import Catalog, migrate, pg_access
-from synthdb.catalog.schema import Base
+from synthdb.catalog.tables import row_counts
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.store.layout import Store, claim_store
+from synthdb.store.layout import Store, adopt_store, claim_store
 
 
 def init_workspace(
@@ -43,6 +44,28 @@ def init_workspace(
     ctx = Context.from_workspace(workspace.load(root))
     ctx.store.ensure()
     return ctx
+
+
+@dataclass(frozen=True)
+class Initialised:
+    """What ``synthdb init`` made: the workspace, where its catalog and store are, and the warning about
+    the catalog's role (None when there is nothing to say)."""
+
+    root: Path
+    catalog: str
+    store: Path
+    warning: str | None
+
+
+def initialise(
+    root: str | os.PathLike,
+    catalog_url: str | None = None,
+    store: str | None = None,
+    models_dir: str | None = None,
+) -> Initialised:
+    """``synthdb init``: :func:`init_workspace`, checked for a privileged PostgreSQL role, and closed."""
+    with init_workspace(root, catalog_url, store, models_dir) as ctx:
+        return Initialised(ctx.ws.root, ctx.catalog.display_url, ctx.store.root, catalog_role_warning(ctx))
 
 
 def catalog_role_warning(ctx: Context) -> str | None:
@@ -78,11 +101,7 @@ def postgres_grants(catalog_url: str, owner: str = "synthdb_owner", reader: str 
 
 def info(ctx: Context) -> dict[str, Any]:
     """What a workspace is and holds: paths, schema revision, row counts per table, store size."""
-    with ctx.catalog.engine.connect() as conn:
-        counts = {
-            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in Base.metadata.sorted_tables
-        }
+    counts = row_counts(ctx.catalog)
     return {
         "workspace": str(ctx.ws.root),
         "catalog": ctx.catalog.display_url,
@@ -117,6 +136,13 @@ def upgrade(where: str | os.PathLike | None = None, target: str = "head") -> str
         return migrate.current_revision(catalog.engine)
     finally:
         catalog.dispose()
+
+
+def adopt(where: str | os.PathLike | None = None) -> tuple[workspace.Workspace, str]:
+    """``synthdb store adopt``: the workspace found from ``where``, whose configured store is marked as its
+    own (:func:`synthdb.store.layout.adopt_store`), and the store's id."""
+    ws = workspace.find(where)
+    return ws, adopt_store(ws)
 
 
 def current(where: str | os.PathLike | None = None) -> tuple[str | None, str]:

@@ -18,6 +18,12 @@ from synthdb.errors import SynthdbError
 #: The embedded generator and embedder: no download needed.
 GENERATOR = "dcgan-digiface"
 EMBEDDER = "dlib-resnet"
+#: The face detector for photos (``synthdb embed``, exports that crop genuine images); projection aligns its
+#: targets the reference's way, with dlib's landmarks (FFHQ alignment was defined on them).
+DETECTOR = "mtcnn"
+PROJECTION_DETECTOR = "dlib"
+#: Truncation psi of latents drawn from seeds (references, images, projection's random start).
+TRUNCATION = 0.7
 
 #: The reference's Langevin repulsion radius over its ICT (1.7 / 1.4 rad for ArcFace IResNets): pairs closer
 #: than r0 repel, so r0 sits a little above the threshold the run should clear.

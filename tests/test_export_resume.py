@@ -21,7 +21,7 @@ from PIL import Image
 from synthdb.catalog.schema import Run
 from synthdb.context import Context
 from synthdb.export.api import export
-from synthdb.export.common import MANIFEST_NAME, STATE_NAME
+from synthdb.export.folder import MANIFEST_NAME, STATE_NAME
 from synthdb.sources.registry import import_named
 
 IMAGES = 10_000 if os.environ.get("SYNTHDB_STRESS") == "1" else 2_000
@@ -29,13 +29,13 @@ PER_IDENTITY = 20
 
 CHILD = r"""
 import json, os, signal, sys, threading
-import synthdb.export.images as images
+import synthdb.export.image_source as image_source
 from synthdb.context import Context
 from synthdb.export.api import export
 
 ws, fmt, out = sys.argv[1:4]
 kill_at, options = int(sys.argv[4]), json.loads(sys.argv[5])
-call, lock, seen = images.ImagePipeline.__call__, threading.Lock(), [0]
+call, lock, seen = image_source.ImageSource.__call__, threading.Lock(), [0]
 
 def dying(self, relpath):
     with lock:
@@ -44,7 +44,7 @@ def dying(self, relpath):
             os.kill(os.getpid(), signal.SIGKILL)
     return call(self, relpath)
 
-images.ImagePipeline.__call__ = dying
+image_source.ImageSource.__call__ = dying
 with Context.open(ws) as ctx:
     export(ctx, "big", fmt, out, **options)
 """

@@ -16,27 +16,26 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from kornia.geometry.transform import invert_affine_transform as invert_affine
 from PIL import Image
 
+from synthdb import zoo
+from synthdb.crop_files import crop_images
 from synthdb.errors import SynthdbError
 from synthdb.faces.align import (
-    DLIB_MEAN_FACE_5,
     PRESETS,
     Cropper,
     choose_algorithm,
-    estimate_similarity,
     ffhq_align,
     ffhq_matrix,
     ffhq_quad,
     fixed_crop,
     fixed_crop_box,
-    invert_affine,
     template_matrix,
-    transform_points,
     warp,
 )
-from synthdb.faces.crop import crop_images
-from synthdb.faces.detect import DlibDetector, MtcnnDetector, dlib5_points, load_image, model_file
+from synthdb.faces.detect import DlibDetector, MtcnnDetector, dlib5_points, load_image
+from synthdb.faces.geometry import DLIB_MEAN_FACE_5, estimate_similarity, transform_points
 from synthdb.faces.landmarks import ImageFaces
 from tests.conftest import FACES
 
@@ -83,13 +82,13 @@ def photos(manifest: dict[str, str]) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def mtcnn() -> MtcnnDetector:
     pytest.importorskip("facenet_pytorch", reason="facenet-pytorch is not installed")
-    return MtcnnDetector()
+    return zoo.detector(None, "mtcnn")
 
 
 @pytest.fixture(scope="module")
 def dlib_detector() -> DlibDetector:
     pytest.importorskip("dlib", reason="dlib-bin is not installed")
-    return DlibDetector()
+    return zoo.detector(None, "dlib")
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +153,7 @@ def test_detectors_agree_on_the_eyes(found_mtcnn: dict[str, ImageFaces], found_d
 
 def test_dlib_68_points_give_the_same_convention(photos: dict[str, np.ndarray]) -> None:
     pytest.importorskip("dlib", reason="dlib-bin is not installed")
-    face = DlibDetector(landmarks=68).detect([photos["obama_01.jpg"]])[0].largest
+    face = zoo.detector(None, "dlib-68pt").detect([photos["obama_01.jpg"]])[0].largest
     assert face.model == "dlib-68" and face.landmarks68.shape == (68, 2)
     np.testing.assert_allclose(face.eye_left, face.landmarks68[42:48].mean(0), atol=1e-4)
     np.testing.assert_allclose(face.mouth_right, face.landmarks68[48])
@@ -300,9 +299,9 @@ def test_dlib150_warp_gives_dlibs_descriptor(found_dlib: dict[str, ImageFaces],
     dlib = pytest.importorskip("dlib", reason="dlib-bin is not installed")
     from synthdb.nets.dlib_resnet import load_dlib_resnet
 
-    net = load_dlib_resnet()
-    predictor = dlib.shape_predictor(str(model_file("shape_predictor_5_face_landmarks.dat")))
-    facerec = dlib.face_recognition_model_v1(str(model_file("dlib_face_recognition_resnet_model_v1.dat")))
+    net = load_dlib_resnet(zoo.weights_path(None, "dlib-resnet"))
+    predictor = dlib.shape_predictor(str(zoo.weights_path(None, "dlib-5pt")))
+    facerec = dlib.face_recognition_model_v1(str(zoo.weights_path(None, "dlib-resnet")))
     cosines, corner_errors = {}, []
     for name, result in found_dlib.items():
         if not result.faces:
@@ -334,7 +333,7 @@ def test_dlib150_warp_gives_dlibs_descriptor(found_dlib: dict[str, ImageFaces],
 
 def test_arcface_crops_via_mtcnn(found_mtcnn: dict[str, ImageFaces], photos: dict[str, np.ndarray]) -> None:
     """112x112 crops; the warped eyes land on the template (a 5-point fit leaves a residual: see below)."""
-    cropper = Cropper("mtcnn", "arcface", value_range=(0.0, 255.0))
+    cropper = Cropper("mtcnn", "arcface", value_range=(0.0, 255.0))  # detections at hand: no detector
     template = torch.tensor(PRESETS["arcface"].points, dtype=torch.float64)
     eye_errors = []
     for name in ("obama_01.jpg", "group_01.jpg", "alex_lacamoire_01.png"):
@@ -467,3 +466,14 @@ def test_crop_images_fixed_geometry_and_resize(tmp_path: Path) -> None:
     assert not report.results[1].ok and "ffhq256" in report.results[1].error
     resized = crop_images(paths, "resize", "ffhq128", tmp_path / "resized")
     assert resized.written == 2 and load_image(resized.results[1].output).shape == (128, 128, 3)
+
+
+def test_cropping_photos_needs_the_detector_it_is_given() -> None:
+    """The aligner never builds a detector itself (its weights are the model zoo's to find): cropping from a
+    detector preset without one is a one-line error that says how to get one; reframing needs none."""
+    photo = torch.zeros(1, 3, 64, 64)
+    for preset in DETECTORS:
+        with pytest.raises(SynthdbError, match=rf"cropping from {preset} needs its detector: .*zoo"):
+            Cropper(preset, "arcface")(photo)
+    crops, statuses = Cropper("ffhq256", "iresnet_bob")(torch.zeros(1, 3, 256, 256))
+    assert crops.shape == (1, 3, 112, 112) and statuses[0].ok

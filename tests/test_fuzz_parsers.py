@@ -24,8 +24,8 @@ from synthdb.errors import SynthdbError
 from synthdb.export.recordio import MAGIC_BYTES, RecordReader, frame, pack
 from synthdb.nets.dlib_dat import read_dlib_dat
 from synthdb.nets.pickles import read_network_pickle
-from synthdb.sources.common import safe_relpath
 from synthdb.sources.ffhq import _entries
+from synthdb.sources.listing import safe_relpath
 from synthdb.sources.multipie import parse_path
 from synthdb.sources.utkface import parse_name
 from synthdb.store.hdf5 import SampleCollection

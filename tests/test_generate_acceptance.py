@@ -22,7 +22,7 @@ import pytest
 
 from synthdb.catalog.runs import get_run
 from synthdb.context import Context
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
 
@@ -48,7 +48,7 @@ def test_langevin_128_identities_20_iterations_spreads_them(sqlite_ctx: Context)
     )
     run_id = generate_references(sqlite_ctx, params)
     assert get_run(sqlite_ctx.catalog, run_id).status == "succeeded"
-    rows = runner.read_stats(sqlite_ctx, run_id)
+    rows = units.read_stats(sqlite_ctx, run_id)
     assert [row["iteration"] for row in rows] == list(range(21))
     first, last = rows[0], rows[-1]
     print(
@@ -59,4 +59,4 @@ def test_langevin_128_identities_20_iterations_spreads_them(sqlite_ctx: Context)
     assert last["dist_min"] > first["dist_min"]
     assert last["dist_avg"] > first["dist_avg"]
     assert last["prop_ict"] > first["prop_ict"]
-    assert fsck(sqlite_ctx).clean
+    assert fsck(sqlite_ctx.catalog, sqlite_ctx.store).clean

@@ -15,10 +15,9 @@ from PIL import Image
 
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate.image import to_uint8
-from synthdb.generate.images import generate_dataset_images
+from synthdb.generate.dataset_images import generate_dataset_images
 from synthdb.generate.references import ReferenceParams, generate_references
-from synthdb.nets.generator import Generator
+from synthdb.nets.generator import Generator, to_uint8
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
 
@@ -59,7 +58,7 @@ def test_references_variations_images_through_the_cli(sqlite_ctx: Context) -> No
     assert "6 image(s)" in synthdb(ws, "generate", "images", "var")
     assert "0 image(s)" in synthdb(ws, "generate", "images", "var")  # done already: nothing to redo
     assert len(list((ws / "datasets" / "var").glob("*/augmentation_*.png"))) == 6
-    assert fsck(sqlite_ctx).clean
+    assert fsck(sqlite_ctx.catalog, sqlite_ctx.store).clean
 
 
 def test_images_are_the_images_of_the_stored_latents(sqlite_ctx: Context, tmp_path: Path) -> None:

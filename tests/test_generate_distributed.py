@@ -23,7 +23,7 @@ from synthdb.catalog.runs import finish_run, get_run, list_runs
 from synthdb.catalog.schema import Sample, Shard
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.distributed import Group
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
@@ -106,11 +106,11 @@ def test_two_ranks_equal_one_process_fresh_and_resumed(sqlite_ctx: Context) -> N
             want_keys, want = vectors(ctx, "one", content)
             assert keys == want_keys == [f"{i:05d}/reference" for i in range(5)]  # each sample once
             assert np.array_equal(got, want)
-        assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, one)
-        assert sorted(runner.done_units(ctx, run_id)) == sorted(runner.done_units(ctx, one))
-    stats = runner.read_stats(ctx, one)
+        assert units.read_stats(ctx, run_id) == units.read_stats(ctx, one)
+        assert sorted(units.done_units(ctx, run_id)) == sorted(units.done_units(ctx, one))
+    stats = units.read_stats(ctx, one)
     assert stats[-1]["dist_min"] > stats[0]["dist_min"]  # the identities really moved apart
-    assert fsck(ctx).clean
+    assert fsck(ctx.catalog, ctx.store).clean
 
 
 def test_two_ranks_equal_one_process_with_bounded_memory(sqlite_ctx: Context) -> None:

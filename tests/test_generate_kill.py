@@ -24,7 +24,7 @@ import pytest
 
 from synthdb.catalog.runs import get_run, list_runs
 from synthdb.context import Context
-from synthdb.generate import references, runner, variations
+from synthdb.generate import references, units, variations
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.generate.resume import resume_run
 from synthdb.store import commit as protocol
@@ -71,7 +71,7 @@ def killed_child(where: str, params: dict[str, Any], kill_after: int, mode: str)
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
-    references.commit = runner.commit = killing_commit  # every unit commits through one of these
+    references.commit = units.commit = killing_commit  # every unit commits through one of these
     protocol._publish = killing_publish
     with Context.open(where) as ctx:
         if "references" in params:
@@ -110,13 +110,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sqlite_ctx: Context, al
     else:
         whole = replace(REFERENCES, algorithm=algorithm, batch_size=4 if algorithm == "langevin" else 1)
         want_run = generate_references(ctx, whole)
-    units = len(runner.done_units(ctx, want_run))
-    assert units >= 4  # enough commits to kill between
+    committed_units = len(units.done_units(ctx, want_run))
+    assert committed_units >= 4  # enough commits to kill between
     chooser = random.Random(f"{algorithm}-kill")  # seeded: the same kill points every time
     mp = forkserver()
     for trial in range(TRIALS):
         name = f"killed{trial}"
-        kill_after, mode = chooser.randrange(units), chooser.choice(["before", "inside"])
+        kill_after, mode = chooser.randrange(committed_units), chooser.choice(["before", "inside"])
         child = mp.Process(
             target=killed_child, args=(str(ctx.ws.root), asdict(replace(whole, name=name)), kill_after, mode)
         )
@@ -125,7 +125,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sqlite_ctx: Context, al
         assert child.exitcode == -signal.SIGKILL, f"trial {trial}: exit code {child.exitcode}"
         run_id = max(run.id for run in list_runs(ctx.catalog))
         assert get_run(ctx.catalog, run_id).status == "running"  # nobody closed it: the process died
-        assert len(runner.done_units(ctx, run_id)) == kill_after
+        assert len(units.done_units(ctx, run_id)) == kill_after
         if trial == 0 and algorithm in ("langevin", "dispersion"):
             resume_cli(ctx, run_id)  # through the real command line, once per kind of run
         else:
@@ -137,6 +137,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sqlite_ctx: Context, al
             assert keys == want_keys and len(set(keys)) == len(keys)  # no sample twice
             assert np.array_equal(got, want), f"trial {trial} ({mode} commit {kill_after}) differs"
         # stats too (assert_equal: the NaN force columns of a variations unit's final row compare equal)
-        np.testing.assert_equal(runner.read_stats(ctx, run_id), runner.read_stats(ctx, want_run))
-    gc(ctx, min_age=0)  # a kill inside a commit leaves a file no row references, by design
-    assert fsck(ctx).clean
+        np.testing.assert_equal(units.read_stats(ctx, run_id), units.read_stats(ctx, want_run))
+    gc(ctx.catalog, ctx.store, min_age=0)  # a kill inside a commit leaves a file no row references, by design
+    assert fsck(ctx.catalog, ctx.store).clean

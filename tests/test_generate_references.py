@@ -11,13 +11,14 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from synthdb.catalog.datasets import dataset_id
+from synthdb import seeds
+from synthdb.analysis.vectors import load_vectors
+from synthdb.angles import angle
 from synthdb.catalog.runs import finish_run, get_run
 from synthdb.catalog.schema import Sample, Shard
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.faces.embed import angle
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.generate.resume import resume_run
 from synthdb.store.commit import TableSpec, commit
@@ -32,7 +33,8 @@ LANGEVIN = LangevinParams(iterations=4, repulsion_radius=0.5)
 def vectors(ctx: Context, name: str, content: str = "embedding") -> tuple[list[str], np.ndarray]:
     """(sample keys, vectors) of a dataset in sample-id order."""
     space, column = ("dlib-resnet", "embedding") if content == "embedding" else ("stylegan2-tiny", "w")
-    ids, _, vecs = runner.dataset_vectors(ctx, dataset_id(ctx.catalog, name), content, space, column)
+    found = load_vectors(ctx, name, space, content, column).by_sample()
+    ids, vecs = found.sample_ids, found.vectors
     table = Sample.__table__
     with ctx.catalog.engine.connect() as conn:
         keys = dict(
@@ -57,7 +59,7 @@ def test_random_ict_langevin_land_in_the_catalog(sqlite_ctx: Context) -> None:
         if algorithm == "ict":  # every accepted pair is at least ICT apart
             d = angle(torch.from_numpy(emb), torch.from_numpy(emb))
             assert bool((d[~torch.eye(6, dtype=torch.bool)] >= 0.25).all())
-    stats = runner.read_stats(ctx, run_id)  # langevin: one row per iteration, plus the final state
+    stats = units.read_stats(ctx, run_id)  # langevin: one row per iteration, plus the final state
     assert [row["iteration"] for row in stats] == [0, 1, 2, 3, 4]
     first, last = stats[0], stats[-1]
     assert last["dist_min"] > first["dist_min"] and last["dist_avg"] > first["dist_avg"]
@@ -66,18 +68,18 @@ def test_random_ict_langevin_land_in_the_catalog(sqlite_ctx: Context) -> None:
     # the initial latents of langevin are the random run's latents (same root seed, same per-identity draws)
     _, w_random = vectors(ctx, "random", "latent")
     assert not np.array_equal(w_random, vectors(ctx, "langevin", "latent")[1])
-    assert fsck(ctx).clean
+    assert fsck(ctx.catalog, ctx.store).clean
 
 
 def test_stored_latents_reproduce_stored_embeddings(sqlite_ctx: Context) -> None:
     """Constant noise: a stored latent gives back its stored embedding."""
-    from synthdb.generate.references import load_pipeline
+    from synthdb.generate.pipeline import load_pipeline
 
     params = ReferenceParams(name="r", algorithm="random", **SMALL)
     generate_references(sqlite_ctx, params)
     _, w = vectors(sqlite_ctx, "r", "latent")
     _, emb = vectors(sqlite_ctx, "r")
-    again = load_pipeline(params).embed(torch.from_numpy(w)).numpy()
+    again = load_pipeline(sqlite_ctx, params).embed(torch.from_numpy(w)).numpy()
     np.testing.assert_allclose(again, emb, rtol=0, atol=1e-4)
 
 
@@ -116,32 +118,32 @@ def test_user_errors_are_one_line(sqlite_ctx: Context) -> None:
 
 
 def test_unit_seeds_are_stable_and_independent() -> None:
-    assert runner.unit_seed(0, "z", 3) == runner.unit_seed(0, "z", 3)
-    assert len({runner.unit_seed(s, "z", i) for s in range(3) for i in range(50)}) == 150
-    assert runner.unit_seed(1, "ab") != runner.unit_seed(1, "ba")
-    a = torch.randn(4, generator=runner.rng(7, "noise", "00001", 2))
+    assert seeds.unit_seed(0, "z", 3) == seeds.unit_seed(0, "z", 3)
+    assert len({seeds.unit_seed(s, "z", i) for s in range(3) for i in range(50)}) == 150
+    assert seeds.unit_seed(1, "ab") != seeds.unit_seed(1, "ba")
+    a = torch.randn(4, generator=seeds.rng(7, "noise", "00001", 2))
     torch.manual_seed(123)  # global RNG state does not matter
-    assert torch.equal(a, torch.randn(4, generator=runner.rng(7, "noise", "00001", 2)))
+    assert torch.equal(a, torch.randn(4, generator=seeds.rng(7, "noise", "00001", 2)))
 
 
 def test_shards_from_options_slurm_and_sge(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID"):
         monkeypatch.delenv(name, raising=False)
-    assert runner.resolve_shard(None, None) == (0, 1)
-    assert runner.resolve_shard(2, 4) == (2, 4)
+    assert units.resolve_shard(None, None) == (0, 1)
+    assert units.resolve_shard(2, 4) == (2, 4)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
-    assert runner.resolve_shard(None, None) == (2, 4)
-    assert runner.resolve_shard(0, 2) == (0, 2)  # options win
+    assert units.resolve_shard(None, None) == (2, 4)
+    assert units.resolve_shard(0, 2) == (0, 2)  # options win
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     monkeypatch.setenv("SGE_TASK_ID", "5")
     monkeypatch.setenv("SGE_TASK_FIRST", "1")
     monkeypatch.setenv("SGE_TASK_LAST", "8")
     monkeypatch.setenv("SGE_TASK_STEPSIZE", "1")
-    assert runner.resolve_shard(None, None) == (4, 8)
+    assert units.resolve_shard(None, None) == (4, 8)
     with pytest.raises(SynthdbError, match="--shard-index"):
-        runner.resolve_shard(4, 4)
+        units.resolve_shard(4, 4)
 
 
 def test_table_only_commit_is_a_shard_without_samples(ctx: Context) -> None:
@@ -164,14 +166,15 @@ def test_table_only_commit_is_a_shard_without_samples(ctx: Context) -> None:
     with sqlite_ctx.catalog.engine.connect() as conn:
         row = conn.execute(sa.select(Shard.__table__).where(Shard.__table__.c.id == done.shard_ids[0])).one()
     assert (row.content, row.rows, row.unit) == ("stats", 3, "u")
-    assert fsck(sqlite_ctx).clean
+    assert fsck(sqlite_ctx.catalog, sqlite_ctx.store).clean
     with pytest.raises(SynthdbError, match="either new samples"):
         commit(sqlite_ctx.catalog, sqlite_ctx.store, dataset_id=ds, shards=[])
 
 
 def test_batched_repulsion_equals_the_one_identity_loop() -> None:
     """Both batched modes give the reference's per-identity forces (the gradient separates across i)."""
-    from synthdb.generate.references import _latents, langevin_step, load_pipeline, repulsion_potential
+    from synthdb.generate.pipeline import load_pipeline
+    from synthdb.generate.references import _latents, langevin_step, repulsion_potential
 
     params = ReferenceParams(
         generator=TINY_GENERATOR,
@@ -180,7 +183,7 @@ def test_batched_repulsion_equals_the_one_identity_loop() -> None:
         batch_size=2,
         langevin=LangevinParams(repulsion_radius=0.5),
     ).resolved()
-    pipeline = load_pipeline(params)
+    pipeline = load_pipeline(None, params)
     _, w = _latents(pipeline, 0, range(5), 0.7, "z")
     fixed = pipeline.embed(w)
     loop = []
@@ -223,7 +226,7 @@ def test_references_and_their_resume_on_both_catalogs(ctx: Context) -> None:
     finish_run(ctx.catalog, resumed, "failed", "killed")
     resume_run(ctx, resumed)
     assert np.array_equal(vectors(ctx, "pg", "latent")[1], vectors(ctx, "again", "latent")[1])
-    assert runner.read_stats(ctx, run_id) == runner.read_stats(ctx, resumed)
+    assert units.read_stats(ctx, run_id) == units.read_stats(ctx, resumed)
 
 
 def test_stored_params_with_unknown_keys_are_named() -> None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from synthdb.catalog.runs import list_runs
 from synthdb.catalog.schema import Sample
 from synthdb.context import Context
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.references import ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors
@@ -97,9 +97,9 @@ def test_four_concurrent_shards_equal_one_process(ctx: Context) -> None:
             .where(Sample.__table__.c.key.like("%aug%"))
         ).scalar_one()
     assert count == 2 * len(want_keys)  # "one" and "sharded"
-    by_shard = [row for run in runs if run.shard_count == 4 for row in runner.read_stats(ctx, run.id)]
+    by_shard = [row for run in runs if run.shard_count == 4 for row in units.read_stats(ctx, run.id)]
     single = next(run.id for run in runs if run.shard_count == 1)
     np.testing.assert_equal(  # NaN force columns in each unit's final row compare equal
-        sorted(by_shard, key=lambda r: (r["unit"], r["iteration"])), runner.read_stats(ctx, single)
+        sorted(by_shard, key=lambda r: (r["unit"], r["iteration"])), units.read_stats(ctx, single)
     )
-    assert fsck(ctx).clean
+    assert fsck(ctx.catalog, ctx.store).clean

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from synthdb.angles import angle
 from synthdb.catalog.runs import get_run
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.faces.embed import angle
-from synthdb.generate import runner, variations
-from synthdb.generate.references import ReferenceParams, generate_references, load_pipeline
+from synthdb.generate import units, variations
+from synthdb.generate.pipeline import load_pipeline
+from synthdb.generate.references import ReferenceParams, generate_references
 from synthdb.generate.resume import resume_run
 from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels
 from synthdb.store.fsck import fsck
@@ -59,17 +60,17 @@ def test_dispersion_keeps_identities_and_spreads_latents(refs: Context) -> None:
     _, ref_emb = vectors(refs, "refs")
     nearest = angle(torch.from_numpy(emb), torch.from_numpy(ref_emb)).argmin(1).numpy()
     assert (nearest == np.repeat(np.arange(4), 4)).mean() >= 0.95
-    stats = runner.read_stats(refs, run_id)
+    stats = units.read_stats(refs, run_id)
     for unit in ("ids/000000", "ids/000002"):
         rows = [r for r in stats if r["unit"] == unit]
         assert [r["iteration"] for r in rows] == [0, 1, 2]
         assert rows[-1]["w2wd_avg"] > rows[0]["w2wd_avg"]  # the latents of one identity spread
-    assert fsck(refs).clean
+    assert fsck(refs.catalog, refs.store).clean
 
 
 def test_chunked_gradients_are_exact_for_every_element(refs: Context) -> None:
     """The reference kept only each chunk's first gradient; chunks of 2 must equal one chunk of 6."""
-    pipeline = load_pipeline(BASE)
+    pipeline = load_pipeline(None, BASE)
     _, w = vectors(refs, "refs", "latent")
     w = torch.from_numpy(w).repeat(2, 1)[:6] + 0.1 * torch.randn(
         6, 512, generator=torch.Generator().manual_seed(0)
@@ -120,7 +121,7 @@ def test_shards_equal_the_single_process_run_and_resume_is_exact(refs: Context) 
     resume_run(refs, run_id)
     keys, got = vectors(refs, "crashed", "latent")
     assert keys == want_keys and np.array_equal(got, want)
-    assert fsck(refs).clean
+    assert fsck(refs.catalog, refs.store).clean
 
 
 def _exists(ctx: Context, run_id: int) -> bool:
@@ -180,12 +181,12 @@ def test_covariates_variations_are_the_edits_of_the_neutralised_references(sqlit
     want = editor.augmentation(editor.neutralise(torch.from_numpy(ref_w)), CovariateScaling(pose=0.5))
     want = {f"{i:05d}/{lab}": want[i, k].numpy() for i in range(2) for k, lab in enumerate(labels)}
     assert all(np.allclose(w[j], want[key], atol=1e-5) for j, key in enumerate(keys))
-    pipeline = load_pipeline(params)  # embeddings are stored (the reference saved none) and are E(w)
+    pipeline = load_pipeline(None, params)  # embeddings are stored (the reference saved none) and are E(w)
     some = [0, 16, 20, 33]
     assert np.allclose(e[some], pipeline.embed(torch.from_numpy(w[some])).numpy(), atol=1e-4)
-    stats = runner.read_stats(ctx, run_id)
+    stats = units.read_stats(ctx, run_id)
     assert [r["unit"] for r in stats] == ["ids/000001"] and stats[0]["w2wd_avg"] > 0
-    assert fsck(ctx).clean
+    assert fsck(ctx.catalog, ctx.store).clean
 
     pose_only = planted_set("pose-only")
     pose_only.directions = pose_only.directions[:1]

@@ -20,7 +20,7 @@ from synthdb.store.hdf5 import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     SAMPLE_MAGIC,
-    Sample,
+    H5Sample,
     SampleCollection,
     natural_sort_key,
     normalize_label,
@@ -33,9 +33,9 @@ def _rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def full_sample(seed: int = 0, emb_dim: int = 512, network_type: str = "eg3d") -> Sample:
+def full_sample(seed: int = 0, emb_dim: int = 512, network_type: str = "eg3d") -> H5Sample:
     rng = _rng(seed)
-    return Sample(
+    return H5Sample(
         z_latent=rng.standard_normal(512),
         w_latent=rng.standard_normal(512),
         w_plus_latent=rng.standard_normal((14, 512)),
@@ -47,9 +47,9 @@ def full_sample(seed: int = 0, emb_dim: int = 512, network_type: str = "eg3d") -
     )
 
 
-def w_sample(value: float, emb_dim: int | None = None) -> Sample:
+def w_sample(value: float, emb_dim: int | None = None) -> H5Sample:
     embedding = None if emb_dim is None else np.full(emb_dim, value)
-    return Sample(
+    return H5Sample(
         w_latent=np.full(512, value),
         embedding=embedding,
         network_type="stylegan2-256",
@@ -57,7 +57,7 @@ def w_sample(value: float, emb_dim: int | None = None) -> Sample:
     )
 
 
-def assert_same(a: Sample, b: Sample) -> None:
+def assert_same(a: H5Sample, b: H5Sample) -> None:
     for name in ("z_latent", "w_latent", "w_plus_latent", "c_label", "embedding"):
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name
@@ -103,12 +103,12 @@ def test_sample_converts_to_float32() -> None:
 )
 def test_sample_validation(kwargs: dict, message: str) -> None:
     with pytest.raises(SynthdbError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        Sample(**kwargs)
+        H5Sample(**kwargs)
 
 
 def test_empty_sample_and_embedding_only_sample_are_valid() -> None:
-    Sample()
-    assert Sample(embedding=np.zeros(128), embedding_type="dlib").embedding.shape == (128,)
+    H5Sample()
+    assert H5Sample(embedding=np.zeros(128), embedding_type="dlib").embedding.shape == (128,)
 
 
 # ------------------------------------------------------------------------------------ single file
@@ -123,7 +123,7 @@ def test_sample_round_trip_every_field(tmp_path: Path, emb_dim: int) -> None:
 
 
 def test_sample_round_trip_partial(tmp_path: Path) -> None:
-    sample = Sample(embedding=np.arange(128), embedding_type="dlib")
+    sample = H5Sample(embedding=np.arange(128), embedding_type="dlib")
     write_sample(tmp_path / "s.h5", sample)
     back = read_sample(tmp_path / "s.h5")
     assert_same(sample, back)
@@ -325,7 +325,7 @@ def test_read_arrays(tmp_path: Path) -> None:
             coll.read_arrays("embedding")
 
 
-def _reference_collection(path: Path) -> dict[tuple[int, str], Sample]:
+def _reference_collection(path: Path) -> dict[tuple[int, str], H5Sample]:
     """A collection built with raw h5py in the reference layout, with bfm_model inside label groups."""
     rng = _rng(3)
     expected = {}
@@ -341,7 +341,7 @@ def _reference_collection(path: Path) -> dict[tuple[int, str], Sample]:
             bfm = {k: rng.standard_normal((1, d)).astype(np.float32) for k, d in BFM_DIMS.items()}
             for k, v in bfm.items():
                 g.create_dataset(f"bfm_model/{k}", data=v)
-            expected[identity, label] = Sample(
+            expected[identity, label] = H5Sample(
                 w_latent=w[0],
                 embedding=e[0],
                 bfm_model={k: v[0] for k, v in bfm.items()},
@@ -504,12 +504,12 @@ entry_st = st.tuples(
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(entry_st, min_size=1, max_size=8))
 def test_property_collection_round_trip(entries: list) -> None:
-    expected: dict[tuple[int, str], Sample] = {}
+    expected: dict[tuple[int, str], H5Sample] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "samples.h5"
         with SampleCollection.create(path) as coll:
             for identity, label, w, emb in entries:
-                sample = Sample(
+                sample = H5Sample(
                     w_latent=w,
                     embedding=emb,
                     network_type="stylegan2",

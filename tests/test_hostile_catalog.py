@@ -156,7 +156,7 @@ def test_full_disk_during_a_shard_write_loses_nothing(sqlite_ctx: Context) -> No
     assert proc.stderr.startswith("cannot write shard ") and "free space in the store" in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line, no traceback
     assert _count(ctx, Sample) == 0 and _count(ctx, Shard) == 0
-    assert fsck.fsck(ctx).clean  # the staged file was removed too
+    assert fsck.fsck(ctx.catalog, ctx.store).clean  # the staged file was removed too
     STATS["hostile_inputs"] += 1
     STATS["faults_injected"] += 1
     STATS["faults_injected[full disk]"] += 1
@@ -164,14 +164,14 @@ def test_full_disk_during_a_shard_write_loses_nothing(sqlite_ctx: Context) -> No
 
 KILLED_IMPORT = """
 import os, signal, sys
-import synthdb.sources.common as common
+import synthdb.sources.importer as importer
 from synthdb.context import Context
 from synthdb.sources.registry import import_named
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
-common._commit_chunk = die  # the dataset row is committed; no sample is
+importer._commit_chunk = die  # the dataset row is committed; no sample is
 import_named(Context.open(sys.argv[1]), "imagefolder", sys.argv[2], name="faces", quiet=True)
 """
 
@@ -233,10 +233,10 @@ def test_index_file_left_by_a_killed_rebuild_is_found_and_collected(sqlite_ctx: 
     build_index(ctx, "d", "m", quiet=True)
     proc = subprocess.run([sys.executable, "-c", KILLED_REBUILD, str(ctx.ws.root)], capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    report = fsck.fsck(ctx)
+    report = fsck.fsck(ctx.catalog, ctx.store)
     assert not report.missing and len(report.orphans) == 1 and report.orphans[0].startswith("indexes/")
-    assert fsck.gc(ctx, min_age=0).removed_files == report.orphans
-    assert fsck.fsck(ctx).clean and len(list((ctx.store.root / "indexes").iterdir())) == 1
+    assert fsck.gc(ctx.catalog, ctx.store, min_age=0).removed_files == report.orphans
+    assert fsck.fsck(ctx.catalog, ctx.store).clean and len(list((ctx.store.root / "indexes").iterdir())) == 1
     STATS["faults_injected"] += 1
     STATS["faults_injected[index rebuild killed]"] += 1
 

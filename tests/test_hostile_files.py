@@ -35,12 +35,11 @@ from synthdb.catalog.schema import Dataset, Sample
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.export.api import export
-from synthdb.sources.common import METADATA_BYTES
-from synthdb.sources.ijbc import LINE_CHARS
+from synthdb.sources.csv_rows import LINE_CHARS
 from synthdb.sources.lfw import PROTOCOL_BYTES
+from synthdb.sources.listing import METADATA_BYTES
 from synthdb.sources.registry import import_named
-from synthdb.store.hdf5 import Sample as H5Sample
-from synthdb.store.hdf5 import SampleCollection
+from synthdb.store.hdf5 import H5Sample, SampleCollection
 from synthdb.untrusted import MAX_IMAGE_BYTES
 from tests.stress.harness import STATS
 from tests.test_importers import BUILDERS, build_collection, build_ffhq, build_ijbc, build_lfw, touch
@@ -497,7 +496,7 @@ def test_embed_rechecks_the_tree_too(
 ) -> None:
     """The same tree changes met by ``synthdb embed``: each file is recorded as a sample issue of its kind
     and never decoded, and nothing outside the workspace changes."""
-    from synthdb.faces.embed_dataset import embed_dataset
+    from synthdb.embed_dataset import embed_dataset
 
     ctx, root = faces
     outside = tmp_path / "outside"
@@ -780,13 +779,13 @@ def test_another_workspaces_store_is_refused(tmp_path: Path) -> None:
     orphan = _plant({first.store.root / "staging" / f"{HEX}.parquet": b"a's writer may still need it"})
     _set_store(second, str(first.store.root))
     with Context.open(tmp_path / "b") as pointed, pytest.raises(SynthdbError) as refused:
-        fsck.gc(pointed, min_age=0)
+        fsck.gc(pointed.catalog, pointed.store, min_age=0)
     assert f"is marked as store '{first.ws.store_id}' but this workspace's store_id is" in _one_line(refused)
     assert _untouched(orphan)
     (second.store.root / ".synthdb-store").unlink()
     os.symlink(first.store.root / ".synthdb-store", second.store.root / ".synthdb-store")  # a borrowed marker
     with pytest.raises(SynthdbError, match="carries no .synthdb-store marker"):
-        fsck.fsck(second)
+        fsck.fsck(second.catalog, second.store)
     first.close()
     second.close()
     STATS["hostile_inputs"] += 2
@@ -806,10 +805,10 @@ def test_a_second_workspace_on_a_shared_store_joins_its_marker(tmp_path: Path) -
     )
     staged = _plant({tmp_path / "shared" / "staging" / f"{HEX}.parquet": b"left by a crash"})
     assert (
-        fsck.gc(second, min_age=0).removed_files == [f"staging/{HEX}.parquet"]
+        fsck.gc(second.catalog, second.store, min_age=0).removed_files == [f"staging/{HEX}.parquet"]
         and not list(staged)[0].exists()
     )
-    assert fsck.fsck(first).clean
+    assert fsck.fsck(first.catalog, first.store).clean
     first.close()
     second.close()
     STATS["hostile_inputs"] += 1
@@ -849,11 +848,12 @@ def test_inside_the_store_gc_deletes_only_what_synthdb_writes(sqlite_ctx: Contex
     os.symlink(tmp_path / "victim" / "shards" / "1", store / "shards" / "9")
     shutil.rmtree(store / "indexes")
     os.symlink(tmp_path / "victim" / "indexes", store / "indexes")
-    report = fsck.fsck(sqlite_ctx)
+    report = fsck.fsck(sqlite_ctx.catalog, sqlite_ctx.store)
     link_names = [f"shards/3/latent/{HEX}.parquet", "shards/9", f"shards/{HEX}.parquet"]
     assert report.foreign == sorted(["indexes", *link_names, "staging/notes.txt"])
     assert report.staged == [f"staging/{HEX}.parquet"] and not report.orphans
-    assert fsck.gc(sqlite_ctx, min_age=0).removed_files == [f"staging/{HEX}.parquet"]
+    removed = fsck.gc(sqlite_ctx.catalog, sqlite_ctx.store, min_age=0).removed_files
+    assert removed == [f"staging/{HEX}.parquet"]
     assert not list(staged)[0].exists() and _untouched(own) and _untouched(victim)
     STATS["hostile_inputs"] += 5
 
@@ -892,10 +892,10 @@ def test_catalog_rows_naming_other_paths_are_never_followed(sqlite_ctx: Context,
             .where(table.c.path == paths[2])
             .values(path=os.path.relpath(outside / "victim.parquet", ctx.store.root), state="retired")
         )
-    report = fsck.fsck(ctx)
+    report = fsck.fsck(ctx.catalog, ctx.store)
     assert sorted(report.corrupt) == sorted([escaping, paths[1]]) and report.foreign == [paths[1]]
     assert report.orphans == sorted([paths[0], paths[2]])  # the real files the rows no longer name
-    assert fsck.gc(ctx, min_age=0).removed_rows == 1 and _untouched(victim)
+    assert fsck.gc(ctx.catalog, ctx.store, min_age=0).removed_rows == 1 and _untouched(victim)
     assert all(Path(c).exists() for c in copies)
     STATS["hostile_inputs"] += 3
 
@@ -907,7 +907,7 @@ def test_catalog_rows_naming_other_paths_are_never_followed(sqlite_ctx: Context,
 def test_weights_linked_to_a_text_file_are_one_line(tmp_path: Path, kind: str) -> None:
     """A models folder may hold a symlink named like a weights file that leads to /etc/passwd: the user's
     configuration says to read it, so it is read, and refused in one line as not being weights."""
-    from synthdb.faces.embed import Embedder
+    from synthdb.nets.cards import build_embedder
     from synthdb.nets.pickles import read_network_pickle
 
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
@@ -915,7 +915,7 @@ def test_weights_linked_to_a_text_file_are_one_line(tmp_path: Path, kind: str) -
     os.symlink(tmp_path / "passwd", tmp_path / name)
     with pytest.raises(SynthdbError, match=rf"{name} is not a") as refused:
         if kind == "embedder weights":
-            Embedder.load("iresnet50", weights=tmp_path / name)
+            build_embedder("iresnet50", tmp_path / name)
         else:
             read_network_pickle(tmp_path / name)
     _one_line(refused)
@@ -952,5 +952,5 @@ def test_fifos_are_refused_without_waiting_on_them(
     marker = sqlite_ctx.store.root / ".synthdb-store"
     _fifo(marker)
     with pytest.raises(SynthdbError, match="carries no .synthdb-store marker"):
-        fsck.gc(sqlite_ctx, min_age=0)
+        fsck.gc(sqlite_ctx.catalog, sqlite_ctx.store, min_age=0)
     STATS["hostile_inputs"] += 5

@@ -36,7 +36,7 @@ from synthdb.catalog.datasets import create_dataset
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.export.api import export
-from synthdb.export.common import matching_ids
+from synthdb.export.selection import matching_ids
 from synthdb.store.commit import NewSamples, ShardSpec, commit
 from tests.conftest import POSTGRES_ENV
 from tests.stress.harness import STATS
@@ -518,7 +518,7 @@ def test_where_export_of_the_issue_is_one_line_and_writes_nothing(hostile: Hosti
 def test_where_lexing_work_is_bounded() -> None:
     """Long quoted literals (20,000 escaped quotes, 5,000 strings) are judged in bounded work: the checks
     parse a literal at most a fixed number of times."""
-    from synthdb.export.common import check_where
+    from synthdb.export.selection import check_where
 
     escaped = "s.key = E'" + "\\'" * 20_000 + "'"
     many = "s.key IN (" + ", ".join(f"'k{i}'" for i in range(5_000)) + ")"

@@ -41,8 +41,7 @@ from synthdb.sources import samples as samples_source
 from synthdb.sources.multipie import SUBJECT_GROUPS, parse_path
 from synthdb.sources.registry import import_named
 from synthdb.store import parquet
-from synthdb.store.hdf5 import BFM_DIMS, SampleCollection
-from synthdb.store.hdf5 import Sample as H5Sample
+from synthdb.store.hdf5 import BFM_DIMS, H5Sample, SampleCollection
 
 COUNTED = (Dataset, Identity, Sample, ProtocolRow, ProtocolGroup, GroupMember, VerificationPair, Shard)
 
@@ -639,7 +638,7 @@ def test_ijbc_refuses_escaping_paths_and_needs_its_csvs(sqlite_ctx: Context, tmp
     assert report.added == 5 and report.problems == {"escapes_root": ["images/../../../../x.jpg"]}
     enroll.write_text(IJBC_HEADER + "1,10,img/1.jpg,10,20,100,120\n4,13,img/9.jpg\n")
     with pytest.raises(
-        SynthdbError, match=r"enroll_templates.csv:3: the row has fewer fields than the header"
+        SynthdbError, match=r"enroll_templates.csv:3: the row's fields do not match the header"
     ):
         import_named(sqlite_ctx, "ijbc", base, name="short")
     enroll.write_text("TEMPLATE_ID,SUBJECT_ID,FILENAME\n1,10,img/1.jpg\n")
@@ -728,6 +727,52 @@ def test_another_sources_dataset_name_is_refused(sqlite_ctx: Context, tmp_path: 
 
 
 # ------------------------------------------------------------------------------------ samples.h5 (HDF5)
+
+
+def test_csv_manifest_rows_become_samples_with_attributes(ctx: Context, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for rel in ("a/1.jpg", "a/2.jpg", "b.png", "group.jpg"):
+        touch(root / rel)
+    touch(tmp_path / "outside.jpg")
+    (root / "list.csv").write_text(
+        "file,identity,age,licence\n"
+        "a/1.jpg,ann,31,CC-BY\n"
+        "a/2.jpg,ann,,CC-BY\n"
+        "b.png,bob,40,\n"
+        "group.jpg,,,CC0\n"
+        "../outside.jpg,eve,20,\n"
+        "missing.jpg,eve,20,\n"
+    )
+    report = import_named(ctx, "csv", root / "list.csv")
+    assert (report.dataset, report.added) == ("list", 4)
+    assert set(report.problems) == {"escapes_root", "missing"}
+    got = rows(
+        ctx,
+        "SELECT s.key, i.label, s.attributes FROM catalog.sample s "
+        "LEFT JOIN catalog.identity i ON i.id = s.identity_id ORDER BY s.key",
+    )
+    assert [(r["key"], r["label"]) for r in got] == [
+        ("a/1.jpg", "ann"), ("a/2.jpg", "ann"), ("b.png", "bob"), ("group.jpg", None)
+    ]  # fmt: skip
+    assert [json.loads(r["attributes"]) for r in got] == [
+        {"age": "31", "licence": "CC-BY"}, {"licence": "CC-BY"}, {"age": "40"}, {"licence": "CC0"}
+    ]  # fmt: skip
+    assert import_named(ctx, "csv", root / "list.csv").added == 0  # re-running adds nothing
+
+
+def test_csv_manifests_without_their_columns_and_flat_folders_are_refused(
+    sqlite_ctx: Context, tmp_path: Path
+) -> None:
+    touch(tmp_path / "flat" / "1.jpg")
+    with pytest.raises(SynthdbError, match="holds no identity folders .*synthdb import csv MANIFEST"):
+        import_named(sqlite_ctx, "imagefolder", tmp_path / "flat")
+    (tmp_path / "flat" / "bad.csv").write_text("image,person\n1.jpg,ann\n")
+    with pytest.raises(SynthdbError, match="names no path .*and identity column"):
+        import_named(sqlite_ctx, "csv", tmp_path / "flat" / "bad.csv")
+    (tmp_path / "flat" / "short.csv").write_text("path,identity\n1.jpg\n")
+    with pytest.raises(SynthdbError, match=r"short.csv:2: the row's fields do not match the header"):
+        import_named(sqlite_ctx, "csv", tmp_path / "flat" / "short.csv")
+    assert counts(sqlite_ctx)["dataset"] == 0  # the header and first row are read before any write
 
 
 def build_collection(folder: Path) -> dict[tuple[int, str], H5Sample]:

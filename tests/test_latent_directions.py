@@ -14,7 +14,7 @@ from synthdb.catalog.runs import get_run
 from synthdb.cli.main import cli
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.latent import analysis
+from synthdb.latent import svm_directions
 from synthdb.latent.directions import COVARIATES, Direction, DirectionSet, SideStats, list_sets
 from synthdb.sources import multipie
 from synthdb.store.commit import NewSamples, ShardSpec, commit
@@ -54,7 +54,7 @@ def planted_latents(keys: list[str], normals: np.ndarray, offset: float, seed: i
     rng = np.random.default_rng(seed)
     w = 0.5 * rng.standard_normal((len(keys), normals.shape[1]))
     for i, key in enumerate(keys):
-        entry = analysis.parse_key(key)
+        entry = svm_directions.parse_key(key)
         if entry is None:
             continue
         train = multipie.SUBJECT_GROUPS.get(entry.attributes["subject"]) == "train"
@@ -73,9 +73,9 @@ def _class(covariate: str, entry: multipie.Entry) -> int | None:
             return None
         return (
             0
-            if a["camera"] in analysis.POSE_CLASSES[0]
+            if a["camera"] in svm_directions.POSE_CLASSES[0]
             else 1
-            if a["camera"] in analysis.POSE_CLASSES[1]
+            if a["camera"] in svm_directions.POSE_CLASSES[1]
             else None
         )
     if a["camera"] != "05_1":
@@ -83,7 +83,7 @@ def _class(covariate: str, entry: multipie.Entry) -> int | None:
     if covariate == "illumination":
         if (a["session"], a["recording"]) not in multipie.NEUTRAL:
             return None
-        shots = analysis.ILLUMINATION_CLASSES
+        shots = svm_directions.ILLUMINATION_CLASSES
         return 0 if a["shot"] in shots[0] else 1 if a["shot"] in shots[1] else None
     if a["shot"] != 7:
         return None
@@ -105,7 +105,7 @@ def planted_set(name: str, generator: str = "stylegan2-tiny", dim: int = 512, se
             Direction(
                 covariate,
                 normals[k],
-                analysis.class_names(covariate),
+                svm_directions.class_names(covariate),
                 (10, 10),
                 1.0,
                 True,
@@ -120,7 +120,7 @@ def test_analysis_recovers_planted_directions_from_train_samples_only() -> None:
     keys = multipie_keys(TRAIN[:30] + DEV[:10]) + ["ffhq_00001", "session01_multiview_bad"]
     normals = random_normals(len(COVARIATES))
     w = planted_latents(keys, normals, offset=15.0)
-    found = analysis.analyze(w, keys, "all", seed=0)
+    found = svm_directions.analyze(w, keys, "all", seed=0)
     assert [d.name for d in found] == list(COVARIATES)
     for k, d in enumerate(found):
         assert float(d.normal @ normals[k]) >= 0.95, d.name  # the planted direction, pointing to class 1
@@ -135,20 +135,20 @@ def test_analysis_recovers_planted_directions_from_train_samples_only() -> None:
     rows = [
         i
         for i, key in enumerate(keys)
-        if (e := analysis.parse_key(key)) and analysis.label("pose", e) is not None
+        if (e := svm_directions.parse_key(key)) and svm_directions.label("pose", e) is not None
     ]
     p = w[rows].astype(np.float64) @ pose.normal.astype(np.float64)
     assert (pose.neg, pose.pos) == (SideStats.of(p[p < 0]), SideStats.of(p[p > 0]))
     assert pose.neg.count + pose.pos.count == len(rows) and pose.pos.min > 0 > pose.neg.max
     assert abs(pose.pos.mean - 15.0) < 1.5 and abs(pose.neg.mean + 15.0) < 1.5
 
-    only_u = analysis.analyze(w, keys, "U")
+    only_u = svm_directions.analyze(w, keys, "U")
     assert [d.name for d in only_u] == ["illumination"]
     assert np.array_equal(only_u[0].normal, found[1].normal)  # seeded: the same fit
     with pytest.raises(SynthdbError, match="unknown protocol 'M'"):
-        analysis.analyze(w, keys, "M")
+        svm_directions.analyze(w, keys, "M")
     with pytest.raises(SynthdbError, match="0 left and .* right"):
-        analysis.analyze(w[:0], [], "P_center_lit")
+        svm_directions.analyze(w[:0], [], "P_center_lit")
 
 
 def projections_dataset(ctx: Context, name: str, keys: list[str], w: np.ndarray) -> int:
@@ -174,7 +174,7 @@ def test_direction_sets_round_trip_through_the_catalog(ctx: Context) -> None:
     keys = multipie_keys(TRAIN[:8])
     w = planted_latents(keys, random_normals(len(COVARIATES)), offset=15.0)
     dataset = projections_dataset(ctx, "mp-proj", keys, w)
-    made = analysis.analyze_projections(ctx, "mp-proj", "mp-dirs", "all", seed=1)
+    made = svm_directions.analyze_projections(ctx, "mp-proj", "mp-dirs", "all", seed=1)
     assert (made.generator, made.protocol, made.dataset_id, made.w_dim) == (
         "stylegan2-tiny",
         "all",
@@ -192,10 +192,10 @@ def test_direction_sets_round_trip_through_the_catalog(ctx: Context) -> None:
     assert [(d.neg, d.pos, d.classes, d.counts) for d in loaded.directions] == [
         (d.neg, d.pos, d.classes, d.counts) for d in made.directions
     ]
-    direct = analysis.analyze(w, keys, "all", seed=1)
+    direct = svm_directions.analyze(w, keys, "all", seed=1)
     assert np.array_equal(loaded.normals, np.stack([d.normal for d in direct]))
 
-    analysis.analyze_projections(ctx, "mp-proj", "mp-pose", "P_center_lit")
+    svm_directions.analyze_projections(ctx, "mp-proj", "mp-pose", "P_center_lit")
     assert [(s.name, s.names) for s in list_sets(ctx.catalog)] == [
         ("mp-dirs", list(COVARIATES)),
         ("mp-pose", ["pose"]),
@@ -206,7 +206,7 @@ def test_direction_sets_round_trip_through_the_catalog(ctx: Context) -> None:
         {"name": "mp-pose", "generator": "stylegan2-tiny", "protocol": "P_center_lit", "w_dim": 512},
     ]
     with pytest.raises(SynthdbError, match="'mp-dirs' exists already"):
-        analysis.analyze_projections(ctx, "mp-proj", "mp-dirs")
+        svm_directions.analyze_projections(ctx, "mp-proj", "mp-dirs")
     with pytest.raises(SynthdbError, match=r"no direction set named 'nope' .*known: mp-dirs, mp-pose"):
         DirectionSet.load(ctx.catalog, "nope")
 
@@ -222,9 +222,9 @@ def test_bad_projection_datasets_are_refused(sqlite_ctx: Context) -> None:
         samples=NewSamples(keys=["a", "b"], role="reference", identity_labels=["1", "2"]),
     )
     with pytest.raises(SynthdbError, match="no samples with a source_key"):
-        analysis.analyze_projections(ctx, "plain", "x")
+        svm_directions.analyze_projections(ctx, "plain", "x")
     with pytest.raises(SynthdbError, match="no dataset named 'missing'"):
-        analysis.analyze_projections(ctx, "missing", "x")
+        svm_directions.analyze_projections(ctx, "missing", "x")
     with pytest.raises(SynthdbError, match="unknown covariate directions"):
         DirectionSet(
             "x",

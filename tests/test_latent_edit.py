@@ -14,7 +14,7 @@ from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.latent.directions import COVARIATES, EXPRESSIONS
 from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels, edit_sample_file
-from synthdb.store.hdf5 import Sample, read_sample, write_sample
+from synthdb.store.hdf5 import H5Sample, read_sample, write_sample
 from tests.test_latent_directions import cli_run, planted_set
 
 SET = planted_set("planted")
@@ -114,7 +114,7 @@ def test_edit_sample_files_through_the_api_and_the_cli(sqlite_ctx: Context, tmp_
     SET.save(ctx.catalog)
     w = latents(1)[0].float().numpy()
     source = tmp_path / "in.h5"
-    write_sample(source, Sample(w_latent=w, network_type="stylegan2-tiny"))
+    write_sample(source, H5Sample(w_latent=w, network_type="stylegan2-tiny"))
     editor = LatentEdit(SET)
     want = editor.edit(editor.neutralise(torch.from_numpy(w)), "smile", 2.0).numpy()
 
@@ -134,7 +134,7 @@ def test_edit_sample_files_through_the_api_and_the_cli(sqlite_ctx: Context, tmp_
     assert np.allclose(got @ N["pose"], -POS["pose"], atol=1e-4)
 
     other = tmp_path / "other.h5"
-    write_sample(other, Sample(w_latent=w, network_type="stylegan2-256"))
+    write_sample(other, H5Sample(w_latent=w, network_type="stylegan2-256"))
     with pytest.raises(SynthdbError, match="latents of stylegan2-256, but direction set planted describes"):
         edit_sample_file(ctx.catalog, "planted", other, tmp_path / "x.h5", "smile")
     with pytest.raises(SynthdbError, match="nothing to do"):

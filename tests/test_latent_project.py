@@ -17,14 +17,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from synthdb import models
+from synthdb import zoo
+from synthdb.analysis.vectors import load_vectors
 from synthdb.catalog.runs import get_run, list_runs
 from synthdb.catalog.schema import Dataset, Identity, Sample, SampleIssue
 from synthdb.cli.main import cli
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.embed import Embedder
-from synthdb.generate import runner
+from synthdb.generate import units
 from synthdb.generate.resume import resume_run
 from synthdb.latent import project as proj
 from synthdb.nets.generator import Generator
@@ -45,7 +46,7 @@ def generator() -> Generator:
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    return Embedder.load("dlib-resnet")
+    return zoo.embedder(None, "dlib-resnet")
 
 
 def generated(generator: Generator, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +196,7 @@ def source_ids(ctx: Context) -> dict[str, int]:
 def test_protocol_group_projection_lands_in_the_catalog(multipie: Context) -> None:
     ctx = multipie
     params = replace(FAST, images=[], dataset="multipie", protocols=["U"], name="u-train")
-    run_id = proj.project(ctx, params)
+    run_id = proj.project(ctx, params).run_id
     rows = projections(ctx, "u-train")
     ids = source_ids(ctx)
     train = [key(1, 1, 1, 0), key(1, 1, 1, 7)]  # U train: subject 1, neutral recording, shots <= 18
@@ -214,13 +215,13 @@ def test_protocol_group_projection_lands_in_the_catalog(multipie: Context) -> No
             sa.select(Dataset.kind, Dataset.source).where(Dataset.name == "u-train")
         ).one()
     assert (kind, source) == ("synthetic", "projection")
-    _, _, w = runner.dataset_vectors(ctx, dataset(ctx, "u-train"), "latent", "stylegan2-tiny", "w")
+    w = load_vectors(ctx, "u-train", "stylegan2-tiny", "latent", "w").vectors
     assert w.shape == (2, 512) and np.isfinite(w).all()
-    stats = runner.read_stats(ctx, run_id)
+    stats = units.read_stats(ctx, run_id)
     assert sorted({r["key"] for r in stats}) == train and len(stats) == 2 * 3
     final = {r["key"]: r["loss"] for r in stats if r["step"] == 2}
     assert {k: a["final_loss"] for k, _, a in rows} == pytest.approx(final)
-    assert fsck(ctx).clean
+    assert fsck(ctx.catalog, ctx.store).clean
 
     # --group all: every group of U (the reference passed protocol names as group names)
     proj.project(ctx, replace(params, group="all", name="u-all"))
@@ -235,19 +236,19 @@ def test_protocol_group_projection_lands_in_the_catalog(multipie: Context) -> No
 def test_sharded_runs_resume_per_sample(multipie: Context) -> None:
     ctx = multipie
     params = replace(FAST, images=[], dataset="multipie", name="all", batch_size=2, space="w+")
-    first = proj.project(ctx, params, shard=(1, 2))  # units 1 and 3 of 4: samples 2-3 and 6
+    first = proj.project(ctx, params, shard=(1, 2)).run_id  # units 1 and 3 of 4: samples 2-3 and 6
     assert len(projections(ctx, "all")) == 3
     proj.project(ctx, params, shard=(0, 2))
     rows = projections(ctx, "all")
     assert [k for k, _, _ in rows] == sorted(source_ids(ctx)) and len(rows) == len(MULTIPIE)
-    again = proj.project(ctx, replace(params, batch_size=3))  # the same projection: nothing left to do
+    again = proj.project(ctx, replace(params, batch_size=3)).run_id  # the same projection: nothing left to do
     summary = get_run(ctx.catalog, again).summary
     assert (summary["targets"], summary["projected"]) == (len(MULTIPIE), 0)
-    _, _, w_plus = runner.dataset_vectors(ctx, dataset(ctx, "all"), "latent", "stylegan2-tiny", "w_plus")
+    w_plus = load_vectors(ctx, "all", "stylegan2-tiny", "latent", "w_plus").vectors
     assert w_plus.shape == (len(MULTIPIE), Generator.tiny("stylegan2-tiny").num_ws * 512)
     with pytest.raises(SynthdbError, match="exists already: choose another --name"):
         proj.project(ctx, replace(params, steps=3), run_id=None)
-    assert first != again and fsck(ctx).clean
+    assert first != again and fsck(ctx.catalog, ctx.store).clean
 
 
 def test_unreadable_source_images_become_issues_and_count_as_done(multipie: Context) -> None:
@@ -295,7 +296,7 @@ def test_cli_crops_real_photos_and_writes_videos(
     )
     assert video.exit_code == 1 and "cannot write the projection video" in video.output
     assert "Traceback" not in video.output and projections(sqlite_ctx, "v") == []  # nothing half-committed
-    assert fsck(sqlite_ctx).clean
+    assert fsck(sqlite_ctx.catalog, sqlite_ctx.store).clean
 
 
 def test_failed_image_run_resumes_where_it_stopped(
@@ -342,14 +343,14 @@ def test_lpips_is_the_perceptual_loss_once_its_files_are_added(
     assert proj.choose_perceptual(ctx, FAST).perceptual == "embedder"  # the default without the files
 
     files = lpips_weight_files(torch.load(GOLDEN, weights_only=True), tmp_path)
-    for name, path in zip(proj.LPIPS_CARDS, files, strict=True):
-        models.add(ctx, name, path)
+    for name, path in zip(zoo.LPIPS_CARDS, files, strict=True):
+        zoo.add(ctx, name, path)
     result = CliRunner().invoke(cli, [*args, "--name", "lp"])  # the default is now lpips
     assert result.exit_code == 0, result.output
     assert "perceptual loss lpips" in result.output
     (run,) = list_runs(ctx.catalog)
     assert run.params["perceptual"] == "lpips"
-    steps = {r["step"]: r for r in runner.read_stats(ctx, run.id)}
+    steps = {r["step"]: r for r in units.read_stats(ctx, run.id)}
     first, last = steps[0], steps[6]
     print(f"\nstep 0 -> 6: { ({t: (first[t], last[t]) for t in ('perceptual', 'pixel', 'loss')}) }")
     assert last["perceptual"] < 0.8 * first["perceptual"] and last["loss"] < 0.8 * first["loss"]

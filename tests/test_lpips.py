@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 
-from synthdb import models
+from synthdb import zoo
 from synthdb.catalog.schema import Model
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -99,17 +99,17 @@ def test_models_add_verifies_both_lpips_files(sqlite_ctx: Context, golden: dict,
     with pytest.raises(
         SynthdbError, match=r"vgg\.pth does not fit VGG16 .* 26 missing keys .* 5 unexpected keys"
     ):
-        models.add(sqlite_ctx, "vgg16-imagenet", heads)
+        zoo.add(sqlite_ctx, "vgg16-imagenet", heads)
     with pytest.raises(SynthdbError, match="but the lpips-vgg-v0.1 card expects"):
-        models.add(sqlite_ctx, "lpips-vgg-v0.1", trunk)
+        zoo.add(sqlite_ctx, "lpips-vgg-v0.1", trunk)
     with torch.no_grad():  # torchvision's file also holds the classifier, which is not read
         state = {**formula_vgg16(golden["seed"]), "classifier.6.bias": torch.zeros(1000)}
     torch.save(state, tmp_path / "with-classifier.pth")
     assert (
-        models.add(sqlite_ctx, "vgg16-imagenet", tmp_path / "with-classifier.pth").name
+        zoo.add(sqlite_ctx, "vgg16-imagenet", tmp_path / "with-classifier.pth").name
         == "vgg16-397923af.pth"
     )
-    assert models.add(sqlite_ctx, "lpips-vgg-v0.1", heads).read_bytes() == heads.read_bytes()
+    assert zoo.add(sqlite_ctx, "lpips-vgg-v0.1", heads).read_bytes() == heads.read_bytes()
     with sqlite_ctx.catalog.engine.connect() as conn:
         rows = conn.execute(sa.select(Model.name, Model.kind, Model.architecture).order_by(Model.name)).all()
     assert [tuple(r) for r in rows] == [

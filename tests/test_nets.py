@@ -29,7 +29,7 @@ from synthdb.errors import SynthdbError
 from synthdb.files import sha256_hex
 from synthdb.nets import cards
 from synthdb.nets.adaface import AdaFaceIR
-from synthdb.nets.cards import EMBEDDERS, build_embedder, get_card, list_cards, locate_weights, parse_card
+from synthdb.nets.cards import EMBEDDERS, build_embedder, get_card, list_cards, parse_card
 from synthdb.nets.fetch import fetch_weights
 from synthdb.nets.iresnet import NIZHIB_BN_EPS, IResNet
 from synthdb.nets.weights import load_state_dict
@@ -338,24 +338,9 @@ def test_every_embedder_card_names_a_buildable_architecture() -> None:
         assert net.eval()(x).shape == (1, card.output_dims), card.name
 
 
-def test_embedded_cards_point_at_installed_files_with_their_hashes() -> None:
-    for card in (c for c in list_cards() if c.embedded):
-        path = locate_weights(card)
-        assert path.exists(), card.name
-        if card.sha256:
-            assert sha256_hex(path) == card.sha256, card.name
-
-
-def test_dlib_embedder_builds_from_the_installed_file() -> None:
-    net = build_embedder("dlib-resnet")
-    assert not net.training and not any(p.requires_grad for p in net.parameters())
-
-
 def test_card_lookup_and_factory_errors() -> None:
     with pytest.raises(SynthdbError, match=r"unknown model 'arcface'; known models: .*iresnet50"):
         get_card("arcface")
-    with pytest.raises(SynthdbError, match=r"iresnet50 needs its weights file iresnet50-7f187506\.pth"):
-        build_embedder("iresnet50")
     with pytest.raises(SynthdbError, match="stylegan2-ffhq-256 is a generator, not an embedder"):
         build_embedder("stylegan2-ffhq-256", "x.pkl")
 
@@ -437,7 +422,7 @@ def test_fetch_fails_fast_when_offline(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(SynthdbError, match=rf"cannot download iresnet50 from {url} .*looks offline.*"
                                            r"synthdb models add iresnet50 --file PATH"):
-        fetch_weights(card, tmp_path / "models", progress=False)
+        fetch_weights(card, tmp_path / "models" / card.file, progress=False)
     assert time.monotonic() - start < 5.0
     assert not any((tmp_path / "models").iterdir())
 
@@ -449,11 +434,11 @@ def test_fetch_downloads_checks_and_reuses(server: tuple[str, Path], tmp_path: P
     card = replace(get_card("iresnet50"), url=f"{base}/w.pth", file="w.pth",
                    sha256=hashlib.sha256(payload).hexdigest())
     models = tmp_path / "models"
-    path = fetch_weights(card, models, progress=True)
+    path = fetch_weights(card, models / card.file, progress=True)
     assert path == models / "w.pth" and path.read_bytes() == payload
     assert sorted(p.name for p in models.iterdir()) == ["w.pth"]  # no partial file left behind
     (root / "w.pth").unlink()
-    assert fetch_weights(card, models, progress=False) == path  # verified copy present: no download
+    assert fetch_weights(card, path, progress=False) == path  # verified copy present: no download
 
 
 def test_fetch_refuses_a_sha_mismatch_and_web_pages(server: tuple[str, Path], tmp_path: Path) -> None:
@@ -464,10 +449,10 @@ def test_fetch_refuses_a_sha_mismatch_and_web_pages(server: tuple[str, Path], tm
     card = replace(get_card("iresnet50"), url=f"{base}/w.pth", file="w.pth", sha256="0" * 64)
     with pytest.raises(SynthdbError, match=r"gave a file with sha256 [0-9a-f]{64}, but the iresnet50 card "
                                            r"says 0{64}.*nothing was saved"):
-        fetch_weights(card, models, progress=False)
+        fetch_weights(card, models / card.file, progress=False)
     with pytest.raises(SynthdbError, match=r"answered with a web page, not w\.pth .*"
                                            r"synthdb models add iresnet50"):
-        fetch_weights(replace(card, url=f"{base}/page.html"), models, progress=False)
+        fetch_weights(replace(card, url=f"{base}/page.html"), models / card.file, progress=False)
     assert not any(models.iterdir())
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import torch
 
+from synthdb import zoo
+from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.nets import rosinality
 from synthdb.nets.cards import get_card
@@ -161,15 +163,16 @@ def test_full_size_layouts_translate_to_nvidia_names_and_shapes(
 # --- model cards --------------------------------------------------------------------------------------------
 
 
-def test_cards_name_their_own_files_and_crops(tmp_path: Path, golden32: dict) -> None:
+def test_cards_name_their_own_files_and_crops(sqlite_ctx: Context, golden32: dict) -> None:
     """The 256 card has its own file and the 256 crop (the reference pointed it at the 1024 file and
     cropped it with the 1024 preset); a card resolves to a rosinality file in a models directory."""
     big, small = get_card("stylegan2-rosinality-1024"), get_card("stylegan2-rosinality-256")
     assert big.file != small.file
     assert (big.preset, big.image_size, small.preset, small.image_size) == ("ffhq", 1024, "ffhq256", 256)
     assert big.architecture == small.architecture == "stylegan2"
-    write(tmp_path, golden32["checkpoint"], small.file)
-    generator = Generator.load("stylegan2-rosinality-256", models_dir=tmp_path)
+    sqlite_ctx.ws.models_dir.mkdir(parents=True, exist_ok=True)
+    write(sqlite_ctx.ws.models_dir, golden32["checkpoint"], small.file)
+    generator = zoo.generator(sqlite_ctx, "stylegan2-rosinality-256")
     assert generator.name == "stylegan2-rosinality-256"
     assert generator.describe().startswith("stylegan2-rosinality-256 (stylegan2 32x32, rosinality checkpoint")
 

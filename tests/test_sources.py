@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from synthdb.analysis.query import query
 from synthdb.catalog.schema import Identity, Run, Sample
 from synthdb.context import Context
-from synthdb.sources.common import Entry, ImportReport, check_file, safe_relpath
+from synthdb.sources.entries import Entry
+from synthdb.sources.importer import ImportReport, check_file
+from synthdb.sources.listing import safe_relpath
 from synthdb.sources.registry import import_named
 
 

@@ -25,16 +25,16 @@ from PIL import Image
 from torch import nn
 
 import synthdb.cli.generate_cmds  # noqa: F401 - registers `generate` on the root group
-from synthdb import models as registry
+from synthdb import zoo
 from synthdb.admin import init_workspace
 from synthdb.cli.app import cli
 from synthdb.errors import SynthdbError
-from synthdb.generate.image import generate_images, load_generator, to_uint8
+from synthdb.generate.render import generate_images
 from synthdb.nets import stylegan2
 from synthdb.nets.cards import get_card
-from synthdb.nets.generator import TINY, Generator, _stylegan2_from_pickle
+from synthdb.nets.generator import TINY, Generator, _stylegan2_from_pickle, to_uint8
 from synthdb.nets.pickles import PickledModule, read_network_pickle, read_pickled_module
-from synthdb.store.hdf5 import Sample, write_sample
+from synthdb.store.hdf5 import H5Sample, write_sample
 from tests.nvlabs_layout import official_network, persistent, write_nvlabs_pickle
 
 DATA = Path(__file__).parent / "data"
@@ -162,9 +162,11 @@ def test_api_errors_are_one_line(tiny: Generator) -> None:
     with pytest.raises(SynthdbError, match="takes no label c"):
         tiny.mapping(torch.randn(1, 512), torch.randn(1, 25))
     with pytest.raises(SynthdbError, match="no generator 'nope': not a file, and not one of stylegan2-tiny"):
+        zoo.generator(None, "nope")
+    with pytest.raises(SynthdbError, match="no generator file 'nope', and not one of stylegan2-tiny"):
         Generator.load("nope")
     with pytest.raises(SynthdbError, match="stylegan2-ffhq-256's weights .*synthdb models fetch"):
-        Generator.load("stylegan2-ffhq-256")
+        zoo.generator(None, "stylegan2-ffhq-256")
 
 
 # --- files --------------------------------------------------------------------------------------------------
@@ -185,33 +187,29 @@ def test_saved_generator_round_trip(tmp_path: Path, tiny: Generator) -> None:
 def test_card_names_resolve_in_a_models_dir_and_a_workspace(
     tmp_path: Path, invoke: Any, tiny: Generator
 ) -> None:
-    """A generator card's file (here a saved tiny network standing in for the real download) is found in a
-    models directory, or through the workspace catalog after `models add`."""
+    """A generator card's file (here a saved tiny network standing in for the real download) is found in the
+    workspace's models directory, or through the workspace catalog after `models add`."""
     saved = tiny.save(tmp_path / "weights.pt")
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    (models_dir / get_card("stylegan2-ffhq-256").file).write_bytes(saved.read_bytes())
-    assert Generator.load("stylegan2-ffhq-256", models_dir=models_dir).name == "stylegan2-ffhq-256"
     with pytest.raises(
         SynthdbError, match="holds a stylegan2 network, but stylegan2-ffhq-256 is a stylegan3"
     ):
         Generator.from_file(saved, name="stylegan2-ffhq-256", architecture="stylegan3")
 
     with init_workspace(tmp_path / "ws", models_dir=str(tmp_path / "ws-models")) as ctx:
-        missing = load_generator_in(ctx, "stylegan2-ffhq-1024")
-        assert "not in this workspace: fetch them (`synthdb models fetch stylegan2-ffhq-1024`)" in missing
-        registry.add(ctx, "stylegan2-ffhq-1024", saved)
+        ctx.ws.models_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.ws.models_dir / get_card("stylegan2-ffhq-256").file).write_bytes(saved.read_bytes())
+        loaded = zoo.generator(ctx, "stylegan2-ffhq-256")
+        assert (loaded.name, loaded.framing) == ("stylegan2-ffhq-256", "ffhq256")  # the card's framing
+        with pytest.raises(SynthdbError, match=r"not in this workspace \(.*\): fetch them "
+                           r"\(`synthdb models fetch stylegan2-ffhq-1024`\)"):
+            zoo.generator(ctx, "stylegan2-ffhq-1024")
+        zoo.add(ctx, "stylegan2-ffhq-1024", saved)
     result = invoke(
         "-w", str(tmp_path / "ws"), "--generator", "stylegan2-ffhq-1024", "--out", str(tmp_path / "card.png")
     )
     assert result.exit_code == 0, result.output
     assert "from stylegan2-ffhq-1024 (stylegan2 64x64, UNTRAINED" in result.output
 
-
-def load_generator_in(ctx: Any, name: str) -> str:
-    with pytest.raises(SynthdbError) as error:
-        load_generator(name, ctx.ws.root)
-    return str(error.value)
 
 
 def test_pickle_loads_without_running_its_source(tmp_path: Path, nvlabs_modules, tiny: Generator) -> None:
@@ -387,7 +385,7 @@ def test_cli_same_seed_same_file(tmp_path: Path, invoke: Any) -> None:
 
 def test_cli_renders_a_sample_latent(tmp_path: Path, invoke: Any, tiny: Generator) -> None:
     w = tiny.mapping(torch.randn(1, 512), truncation_psi=0.7)
-    write_sample(tmp_path / "s.h5", Sample(w_latent=w[0].numpy(), network_type="stylegan2-tiny"))
+    write_sample(tmp_path / "s.h5", H5Sample(w_latent=w[0].numpy(), network_type="stylegan2-tiny"))
     result = invoke(
         "--generator", "stylegan2-tiny", "--latents", str(tmp_path / "s.h5"), "--out", str(tmp_path / "s.png")
     )
@@ -396,7 +394,7 @@ def test_cli_renders_a_sample_latent(tmp_path: Path, invoke: Any, tiny: Generato
         expected = to_uint8(tiny.synthesis(w))[0]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png")), expected)  # the image of the latent
 
-    write_sample(tmp_path / "ref.h5", Sample(w_latent=w[0].numpy(), network_type="stylegan2-256"))
+    write_sample(tmp_path / "ref.h5", H5Sample(w_latent=w[0].numpy(), network_type="stylegan2-256"))
     wrong = invoke(
         "--generator",
         "stylegan2-tiny",

@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from synthdb import zoo
+from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate.image import generate_images
+from synthdb.generate.render import generate_images
 from synthdb.nets import stylegan3
 from synthdb.nets.cards import get_card
 from synthdb.nets.generator import TINY, Generator
@@ -311,7 +313,7 @@ def test_input_pose_rotates_and_translates_the_features() -> None:
     torch.testing.assert_close(shifted[..., 1:], upright[..., :-1], atol=1e-5, rtol=0)
 
 
-def test_model_cards_name_the_stylegan3_architectures(tmp_path: Path, tiny: Generator) -> None:
+def test_model_cards_name_the_stylegan3_architectures(sqlite_ctx: Context, tiny: Generator) -> None:
     """The stylegan3 cards' architectures (stylegan3-t / stylegan3-r) are the names files are built as: a
     generator file of the card's config loads under the card's name, one of the other config is refused."""
     card_name = (
@@ -320,8 +322,10 @@ def test_model_cards_name_the_stylegan3_architectures(tmp_path: Path, tiny: Gene
     other_name = "stylegan3-r-ffhqu-256" if card_name.startswith("stylegan3-t") else "stylegan3-t-ffhqu-256"
     card, other = get_card(card_name), get_card(other_name)
     assert card.architecture == tiny.architecture.name
-    (tmp_path / card.file).write_bytes(tiny.save(tmp_path / "g.pt").read_bytes())
-    (tmp_path / other.file).write_bytes((tmp_path / card.file).read_bytes())
-    assert Generator.load(card_name, models_dir=tmp_path).name == card_name
+    models = sqlite_ctx.ws.models_dir
+    models.mkdir(parents=True, exist_ok=True)
+    (models / card.file).write_bytes(tiny.save(models / "g.pt").read_bytes())
+    (models / other.file).write_bytes((models / card.file).read_bytes())
+    assert zoo.generator(sqlite_ctx, card_name).name == card_name
     with pytest.raises(SynthdbError, match=f"holds a {card.architecture} network, but {other_name} is a"):
-        Generator.load(other_name, models_dir=tmp_path)
+        zoo.generator(sqlite_ctx, other_name)

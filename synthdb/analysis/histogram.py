@@ -38,7 +38,9 @@ import numpy as np
 import torch
 
 from synthdb.analysis.vectors import identity_blocks, load_vectors, normalized, spaces
+from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
+from synthdb.catalog.schema import ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
@@ -46,7 +48,7 @@ from synthdb.progress import progress_bar
 ANGLE = "angle"
 EUCLIDEAN = "euclidean"
 UNITS = {ANGLE: "rad", EUCLIDEAN: "latent units"}
-SPACES = {"embedding": ANGLE, "latent": EUCLIDEAN}
+SPACES = {ShardContent.EMBEDDING: ANGLE, ShardContent.LATENT: EUCLIDEAN}
 CLASSES = ("inter", "intra", "both")
 CELLS = 1 << 20
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -263,7 +265,7 @@ class PairScan:
         if self.extreme is None:
             return None
         t = self.extreme[0]
-        return float(np.arccos(np.clip(t, -1, 1))) if self.metric == ANGLE else float(np.sqrt(max(t, 0.0)))
+        return float(from_cosine(t)) if self.metric == ANGLE else float(np.sqrt(max(t, 0.0)))
 
 
 @cache
@@ -489,7 +491,7 @@ def resolve_space(ctx: Context, dataset: str, space: str, model: str | None) -> 
     known = spaces(ctx, lookup_dataset_id(ctx.catalog, dataset), content)
     if len(known) == 1:
         return content, known[0]
-    what = "embedder" if space == "embedding" else "generator"
+    what = "embedder" if space == ShardContent.EMBEDDING else "generator"
     raise SynthdbError(
         f"dataset '{dataset}' has {space} shards of {', '.join(known) or 'no model'}: "
         f"name the {what} with --model" + ("" if known else f" after committing its {space}s")
@@ -501,7 +503,7 @@ def histogram(
     dataset: str,
     model: str | None = None,
     pair_class: str = "both",
-    space: str = "embedding",
+    space: str = ShardContent.EMBEDDING,
     bins: int = 1024,
     value_range: tuple[float, float] | None = None,
     column: str | None = None,
@@ -513,7 +515,7 @@ def histogram(
     if pair_class not in CLASSES:
         raise SynthdbError(f"unknown class '{pair_class}': use one of {', '.join(CLASSES)}")
     content, model = resolve_space(ctx, dataset, space, model)
-    column = column or ("embedding" if space == "embedding" else "w")
+    column = column or ("embedding" if space == ShardContent.EMBEDDING else "w")
     loaded = load_vectors(ctx, dataset, model, content, column)
     data = loaded.with_identity()
     metric = SPACES[space]

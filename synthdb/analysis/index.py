@@ -28,12 +28,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import sqlalchemy as sa
 
 from synthdb.analysis.vectors import NO_IDENTITY, centroids, committed_shards, load_vectors, normalized
+from synthdb.catalog import indexes
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.runs import recorded_run, set_summary
-from synthdb.catalog.schema import VectorIndex
+from synthdb.catalog.schema import RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
@@ -213,15 +213,6 @@ def calibrate(
     return name, value, recall
 
 
-def _rows(ctx: Context, dataset_id: int, model: str, factory: str, per: str) -> list[sa.Row]:
-    table = VectorIndex.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(table).where(table.c.model == model, table.c.factory == factory, table.c.per == per)
-        ).all()
-    return [r for r in rows if list(r.dataset_ids) == [dataset_id]]
-
-
 def load_index(path: Path) -> faiss.Index:
     if not path.is_file():
         raise SynthdbError(f"index file {path} is missing: rebuild it with `synthdb index build --rebuild`")
@@ -271,11 +262,10 @@ def build_index(
     if per not in PER:
         raise SynthdbError(f"unknown --per '{per}': use sample or identity")
     did = lookup_dataset_id(ctx.catalog, dataset)
-    current = [s.id for s in committed_shards(ctx, did, "embedding", model)]
+    current = [s.id for s in committed_shards(ctx, did, ShardContent.EMBEDDING, model)]
     if not current:
         load_vectors(ctx, dataset, model)  # raises the error that names the models the dataset has
-    rows = _rows(ctx, did, model, factory, per)
-    row = rows[0] if rows else None
+    row = indexes.find(ctx.catalog, did, model, factory, per)
     covered = set(row.shard_ids) if row is not None else set()
     if row is not None and not rebuild and covered == set(current):
         index = load_index(ctx.store.abspath(row.path))
@@ -289,7 +279,7 @@ def build_index(
             per,
             ctx.store.abspath(row.path),
             row.ntotal,
-            list(row.shard_ids),
+            row.shard_ids,
             "fresh",
             param,
             _get_param(inner, param),
@@ -304,7 +294,7 @@ def build_index(
         "per": per,
         "target_recall": target_recall,
     }
-    with recorded_run(ctx.catalog, "index", algorithm=factory, params=params, seed=seed) as run_id:
+    with recorded_run(ctx.catalog, RunKind.INDEX, algorithm=factory, params=params, seed=seed) as run_id:
         rng = np.random.default_rng(seed)
         if extend:
             index = load_index(ctx.store.abspath(row.path))
@@ -319,25 +309,20 @@ def build_index(
             _add(index, unit, ids, quiet)
             name, value, recall = calibrate(index, unit, target_recall, seed)
         path = _write(ctx, index)
-        table = VectorIndex.__table__
-        values = {
-            "model": model,
-            "dataset_ids": [did],
-            "shard_ids": current,
-            "factory": factory,
-            "metric": METRIC,
-            "per": per,
-            "path": ctx.store.relpath(path),
-            "ntotal": int(index.ntotal),
-            "run_id": run_id,
-        }
+        saved = indexes.IndexRow(
+            model=model,
+            dataset_ids=[did],
+            shard_ids=current,
+            factory=factory,
+            metric=METRIC,
+            per=per,
+            path=ctx.store.relpath(path),
+            ntotal=int(index.ntotal),
+            run_id=run_id,
+            id=row.id if row is not None else None,
+        )
         try:
-            with ctx.catalog.begin() as conn:
-                if row is None:
-                    index_id = conn.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
-                else:
-                    conn.execute(sa.update(table).where(table.c.id == row.id).values(**values))
-                    index_id = row.id
+            index_id = indexes.save(ctx.catalog, saved)
         except BaseException:
             path.unlink(missing_ok=True)
             raise

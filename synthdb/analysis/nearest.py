@@ -26,20 +26,22 @@ from synthdb.analysis.index import Searcher, build_index, load_index
 from synthdb.analysis.vectors import (
     NO_IDENTITY,
     centroids,
-    identity_labels,
     load_vectors,
     normalized,
     sample_rows,
 )
+from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
+from synthdb.catalog.samples import identity_labels
+from synthdb.catalog.schema import CheckKind, RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
-from synthdb.store.commit import ShardSpec, commit
+from synthdb.store.commit import TableSpec, commit
 
 BY = ("identity", "sample")
-RESULT_SPACE = "nearest"
+RESULT_SPACE = CheckKind.NEAREST
 SEARCH_BATCH = 16_384
 
 
@@ -112,7 +114,7 @@ class NearestReport:
 def representatives(sample_ids: np.ndarray, identity_ids: np.ndarray, roles: np.ndarray) -> np.ndarray:
     """Per sample, whether it is its identity's representative: the reference sample (role ``reference``)
     when there is one, else the identity's first sample."""
-    not_reference = (roles != "reference").astype(np.int8)
+    not_reference = (roles != SampleRole.REFERENCE).astype(np.int8)
     order = np.lexsort((sample_ids, not_reference, identity_ids))
     first = np.ones(len(order), np.bool_)
     first[1:] = identity_ids[order][1:] != identity_ids[order][:-1]
@@ -234,7 +236,7 @@ def check_nearest(
         "by": by,
     }
     with recorded_run(
-        ctx.catalog, "check", algorithm="nearest", params={**params, "factory": factory}
+        ctx.catalog, RunKind.CHECK, algorithm=RESULT_SPACE, params={**params, "factory": factory}
     ) as run_id:
         info = build_index(ctx, against, model, factory, per, quiet=quiet)
         searcher = Searcher(load_index(info.path))
@@ -243,7 +245,7 @@ def check_nearest(
             scores, ref_identities, ref_ids = _search_identities(
                 searcher, queries, query_identities, k, identity_of, advance
             )
-        angles = np.arccos(np.clip(scores, -1.0, 1.0))
+        angles = from_cosine(scores)
         ref_samples = ref_ids if per == "sample" else ref_sample_of(ref_ids)
         set_progress(ctx.catalog, run_id, 0.9)
         report = NearestReport(
@@ -257,7 +259,7 @@ def check_nearest(
             ref_identities,
             ref_samples,
             angles,
-            identity_labels(ctx, np.concatenate([query_identities, ref_identities.ravel()])),
+            identity_labels(ctx.catalog, np.concatenate([query_identities, ref_identities.ravel()])),
             run_id=run_id,
             index_id=info.id,
         )
@@ -304,27 +306,22 @@ def _ref_maps(ctx: Context, against: str, per: str):  # noqa: ANN202 - two closu
 
 def _commit_results(ctx: Context, dataset_id: int, run_id: int, report: NearestReport) -> int:
     """One row per (query identity, rank): ``identity_id`` is the query identity, ``sample_id`` the REF
-    sample."""
+    sample, then ``rank`` (int32, from 1), ``angle_rad`` (float64) and ``leak`` (bool), typed columns
+    (result layout :data:`synthdb.catalog.shards.TYPED_RESULTS`)."""
     rows, ranks = np.nonzero(report.ref_identity_ids != NO_IDENTITY)
-    angles = report.angles_rad[rows, ranks]
-    leak = angles < report.threshold_rad
+    angles = report.angles_rad[rows, ranks].astype(np.float64)
+    columns = {
+        "sample_id": report.ref_sample_ids[rows, ranks].astype(np.int64),
+        "identity_id": report.query_identity_ids[rows].astype(np.int64),
+        "rank": (ranks + 1).astype(np.int32),
+        "angle_rad": angles,
+        "leak": angles < report.threshold_rad,
+    }
     committed = commit(
         ctx.catalog,
         ctx.store,
         dataset_id=dataset_id,
         run_id=run_id,
-        sample_ids=report.ref_sample_ids[rows, ranks],
-        identity_ids=report.query_identity_ids[rows],
-        shards=[
-            ShardSpec(
-                "result",
-                RESULT_SPACE,
-                {
-                    "angle_rad": angles[:, None],
-                    "rank": (ranks + 1)[:, None].astype(np.float32),
-                    "leak": np.asarray(leak, np.float32)[:, None],
-                },
-            )
-        ],
+        tables=[TableSpec(ShardContent.RESULT, RESULT_SPACE, columns)],
     )
     return committed.shard_ids[0]

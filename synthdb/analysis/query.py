@@ -10,8 +10,9 @@ the committed Parquet shards:
 and one view per kind of check result (``result`` shards), joined to the catalog for names:
 
 - ``nearest(run_id, query_dataset, query_identity_id, query_identity, rank, ref_dataset, ref_identity_id,
-  ref_identity, ref_sample_id, angle_rad, leak)`` from ``synthdb check nearest`` (angles in radians;
-  ``leak`` is NULL when the check had no threshold)
+  ref_identity, ref_sample_id, angle_rad, leak)`` from ``synthdb check nearest`` (``rank`` INTEGER,
+  ``angle_rad`` DOUBLE in radians, ``leak`` BOOLEAN, NULL when the check had no threshold), read from
+  typed result shards and from the float32-list shards older synthdb versions wrote alike
 
 Parquet gives fixed-size lists back as ``FLOAT[]``; cast (``embedding::FLOAT[128]``) for DuckDB's
 ``array_*`` functions. ``engine="catalog"`` runs the SQL on the catalog database itself.
@@ -68,8 +69,8 @@ import sqlalchemy as sa
 
 from synthdb.analysis import sql_guard
 from synthdb.analysis.sql_guard import one_line
-from synthdb.catalog import pg_access
-from synthdb.catalog.schema import Base, Dataset, Shard
+from synthdb.catalog import pg_access, shards
+from synthdb.catalog.schema import Base, CheckKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 
@@ -261,25 +262,19 @@ def _literal(text: str) -> str:
 
 
 def _committed_shards(ctx: Context) -> list[tuple[str, str, str, str]]:
-    shard, dataset = Shard.__table__, Dataset.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(dataset.c.name, shard.c.content, shard.c.space, shard.c.path)
-            .join(dataset, dataset.c.id == shard.c.dataset_id)
-            .where(shard.c.state == "committed", shard.c.content.in_(["embedding", "latent"]))
-            .order_by(shard.c.id)
-        ).all()
-    return [(name, content, space or "", str(ctx.store.abspath(path))) for name, content, space, path in rows]
+    """(dataset, content, space, absolute path) of the committed embedding and latent shards."""
+    rows = shards.committed(ctx.catalog, contents=[ShardContent.EMBEDDING, ShardContent.LATENT])
+    return [(r.dataset, r.content, r.space or "", str(ctx.store.abspath(r.path))) for r in rows if r.dataset]
 
 
-def _view_sql(shards: list[tuple[str, str, str, str]]) -> tuple[str, str]:
+def _view_sql(found: list[tuple[str, str, str, str]]) -> tuple[str, str]:
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for dataset, content, space, path in shards:
+    for dataset, content, space, path in found:
         groups[(content, dataset, space)].append(path)
-    parts: dict[str, list[str]] = {"embedding": [], "latent": []}
+    parts: dict[str, list[str]] = {ShardContent.EMBEDDING: [], ShardContent.LATENT: []}
     for (content, dataset, space), paths in groups.items():
         files = "[" + ", ".join(_literal(p) for p in paths) + "]"
-        if content == "embedding":
+        if content == ShardContent.EMBEDDING:
             parts[content].append(
                 f"SELECT {_literal(dataset)} AS dataset, {_literal(space)} AS model, sample_id, identity_id, "
                 f"embedding FROM read_parquet({files})"
@@ -297,39 +292,46 @@ def _view_sql(shards: list[tuple[str, str, str, str]]) -> tuple[str, str]:
         "SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS generator, NULL::BIGINT AS sample_id, "
         "NULL::BIGINT AS identity_id WHERE false"
     )
-    embeddings = " UNION ALL ".join(parts["embedding"]) or empty_embeddings
-    latents = " UNION ALL BY NAME ".join(parts["latent"]) or empty_latents
+    embeddings = " UNION ALL ".join(parts[ShardContent.EMBEDDING]) or empty_embeddings
+    latents = " UNION ALL BY NAME ".join(parts[ShardContent.LATENT]) or empty_latents
     return embeddings, latents
 
 
-def _result_shards(ctx: Context, space: str) -> list[tuple[str, int | None, str]]:
-    """Committed result shards of one kind: (dataset, run id, absolute path)."""
-    shard, dataset = Shard.__table__, Dataset.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(dataset.c.name, shard.c.run_id, shard.c.path)
-            .join(dataset, dataset.c.id == shard.c.dataset_id)
-            .where(shard.c.state == "committed", shard.c.content == "result", shard.c.space == space)
-            .order_by(shard.c.id)
-        ).all()
-    return [(name, run_id, str(ctx.store.abspath(path))) for name, run_id, path in rows]
+def _result_shards(ctx: Context, space: str) -> list[tuple[str, int | None, str, int]]:
+    """Committed result shards of one kind: (dataset, run id, absolute path, layout version)."""
+    rows = shards.committed(ctx.catalog, contents=[ShardContent.RESULT], space=space)
+    return [
+        (r.dataset, r.run_id, str(ctx.store.abspath(r.path)), shards.result_version(r))
+        for r in rows
+        if r.dataset
+    ]
 
 
-def _nearest_sql(shards: list[tuple[str, int | None, str]]) -> str:
+# The columns of a ``nearest`` result shard as the view shows them, per layout version: typed scalars
+# (version 2), or 1-wide float32 lists (version 1, before synthdb wrote typed results).
+_NEAREST_COLUMNS = {
+    shards.TYPED_RESULTS: "rank, angle_rad, leak",
+    1: (
+        "CAST(rank[1] AS INTEGER) AS rank, angle_rad[1]::DOUBLE AS angle_rad, "
+        "CASE WHEN isnan(leak[1]) THEN NULL ELSE leak[1] > 0.5 END AS leak"
+    ),
+}
+
+
+def _nearest_sql(found: list[tuple[str, int | None, str, int]]) -> str:
     """The ``nearest`` view: a result row holds the query identity and the matched REF sample; the catalog
-    gives the REF identity, the dataset and the labels."""
-    groups: dict[tuple[str, int | None], list[str]] = defaultdict(list)
-    for dataset, run_id, path in shards:
-        groups[(dataset, run_id)].append(path)
+    gives the REF identity, the dataset and the labels. Shards of both layouts read the same."""
+    groups: dict[tuple[str, int | None, int], list[str]] = defaultdict(list)
+    for dataset, run_id, path, version in found:
+        groups[(dataset, run_id, version)].append(path)
     parts = [
         f"SELECT {'NULL' if run_id is None else int(run_id)}::BIGINT AS run_id, "
         f"{_literal(dataset)} AS query_dataset, identity_id AS query_identity_id, "
-        "CAST(rank[1] AS INTEGER) AS rank, sample_id AS ref_sample_id, angle_rad[1]::DOUBLE AS angle_rad, "
-        "CASE WHEN isnan(leak[1]) THEN NULL ELSE leak[1] > 0.5 END AS leak "
+        f"sample_id AS ref_sample_id, {_NEAREST_COLUMNS[version]} "
         f"FROM read_parquet([{', '.join(_literal(p) for p in paths)}])"
-        for (dataset, run_id), paths in groups.items()
+        for (dataset, run_id, version), paths in groups.items()
     ]
-    rows = " UNION ALL ".join(parts) or (
+    rows = " UNION ALL BY NAME ".join(parts) or (
         "SELECT NULL::BIGINT AS run_id, NULL::VARCHAR AS query_dataset, NULL::BIGINT AS query_identity_id, "
         "NULL::INTEGER AS rank, NULL::BIGINT AS ref_sample_id, NULL::DOUBLE AS angle_rad, "
         "NULL::BOOLEAN AS leak WHERE false"
@@ -385,13 +387,14 @@ def connect(ctx: Context, bounds: Bounds | None = None) -> duckdb.DuckDBPyConnec
         )
         if not on_sqlite:
             _attach_postgres(con, url, bounds)
-        shards, nearest = _committed_shards(ctx), _result_shards(ctx, "nearest")
-        allowed = "[" + ", ".join(_literal(path) for *_, path in shards + nearest) + "]"
+        vectors, nearest = _committed_shards(ctx), _result_shards(ctx, CheckKind.NEAREST)
+        paths = [path for *_, path in vectors] + [path for _, _, path, _ in nearest]
+        allowed = "[" + ", ".join(_literal(path) for path in paths) + "]"
         con.execute(f"SET allowed_paths = {allowed}")
         con.execute("SET enable_external_access = false")
         if on_sqlite:
             con.execute(f"ATTACH {_literal(url.database)} AS catalog (TYPE sqlite, READ_ONLY)")
-        embeddings, latents = _view_sql(shards)
+        embeddings, latents = _view_sql(vectors)
         con.execute(f"CREATE VIEW embeddings AS {embeddings}")
         con.execute(f"CREATE VIEW latents AS {latents}")
         con.execute(f"CREATE VIEW nearest AS {_nearest_sql(nearest)}")

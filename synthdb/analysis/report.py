@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from synthdb.analysis import plots
 from synthdb.analysis.histogram import resolve_space
-from synthdb.analysis.separability import Separability, separability
-from synthdb.analysis.vectors import NO_IDENTITY, identity_labels, sample_rows
+from synthdb.analysis.separability import Separability, rad_text, separability
+from synthdb.analysis.vectors import NO_IDENTITY, sample_rows
+from synthdb.catalog import shards
+from synthdb.catalog.datasets import DatasetRow, get_dataset
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
-from synthdb.catalog.schema import Dataset, Model, Run, Shard
+from synthdb.catalog.model_rows import registered_rows
+from synthdb.catalog.runs import RunRow, list_runs
+from synthdb.catalog.samples import identity_labels
+from synthdb.catalog.schema import ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.nets.cards import get_card
@@ -64,55 +68,17 @@ def _table(headers: list[str], rows: list[list[object]], numeric: set[int] | Non
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _rad(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f} rad"
-
-
-def _rate(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4%}"
-
-
-def numbers(sep: Separability) -> dict[str, str]:
-    """The headline numbers, as shown on the page (every distance with its unit)."""
-    out = {
-        "samples": f"{sep.samples:,}",
-        "identities": f"{sep.identities:,}",
-        "inter-class pairs": f"{sep.inter_pairs:,}",
-        "intra-class pairs": f"{sep.intra_pairs:,}",
-        "min inter-class angle": _rad(sep.min_inter_rad),
-        "mean inter-class angle": _rad(sep.mean_inter_rad) + f" (± {sep.mean_bound_rad:.1e} rad)",
-        "mean intra-class angle": _rad(sep.mean_intra_rad),
-        f"inter-class pairs below ICT {sep.ict_rad:g} rad": (
-            f"{sep.below_ict:,} ({_rate(sep.below_ict_fraction)}; "
-            f"{sep.ict_edge_pairs} within float32 error of it)"
-        ),
-        "EER": "n/a" if sep.eer is None else f"{_rate(sep.eer.fmr)} at {_rad(sep.eer.threshold_rad)}",
-    }
-    for target, point in sep.fmr_at_fnmr.items():
-        out[f"FMR at FNMR {target:g}"] = f"{_rate(point.fmr)} at {_rad(point.threshold_rad)}"
-    for target, point in sep.fnmr_at_fmr.items():
-        out[f"FNMR at FMR {target:g}"] = f"{_rate(point.fnmr)} at {_rad(point.threshold_rad)}"
-    return out
-
-
-def _provenance(ctx: Context, did: int, name: str) -> tuple[dict[str, Any], list[Any], list[list[str]]]:
+def _provenance(ctx: Context, did: int, name: str) -> tuple[DatasetRow, list[RunRow], list[list[str]]]:
     """The dataset row, the runs that made or touched it, and the models of its shards (catalog rows, else
     the model cards)."""
-    dataset, run, shard, model = Dataset.__table__, Run.__table__, Shard.__table__, Model.__table__
-    with ctx.catalog.engine.connect() as conn:
-        row = conn.execute(sa.select(dataset).where(dataset.c.id == did)).one()._asdict()
-        shard_runs = set(
-            conn.execute(sa.select(shard.c.run_id).distinct().where(shard.c.dataset_id == did)).scalars()
-        )
-        spaces = set(
-            conn.execute(sa.select(shard.c.space).distinct().where(shard.c.dataset_id == did)).scalars()
-        )
-        runs = conn.execute(sa.select(run).order_by(run.c.id)).all()
-        registered = conn.execute(
-            sa.select(model).where(model.c.name.in_(sorted(s for s in spaces if s)))
-        ).all()
+    row = get_dataset(ctx.catalog, name)
+    found = shards.committed(ctx.catalog, dataset_id=did)
+    shard_runs = {shard.run_id for shard in found}
+    spaces = {shard.space for shard in found if shard.space}
+    runs = sorted(list_runs(ctx.catalog, limit=None), key=lambda r: r.id)
+    registered = registered_rows(ctx.catalog, spaces)
     models = [[m.name, m.kind, m.architecture, m.license or "", m.sha256 or ""] for m in registered]
-    for space in sorted(s for s in spaces if s and s not in {m.name for m in registered}):
+    for space in sorted(spaces - {m.name for m in registered}):
         try:
             card = get_card(space)
         except SynthdbError:
@@ -122,7 +88,7 @@ def _provenance(ctx: Context, did: int, name: str) -> tuple[dict[str, Any], list
     touched = [
         r
         for r in runs
-        if r.id == row["created_by_run_id"]
+        if r.id == row.created_by_run_id
         or r.id in shard_runs
         or any(r.params.get(key) == name for key in mentions if isinstance(r.params, dict))
     ]
@@ -137,7 +103,7 @@ def _grid_rows(ctx: Context, did: int, root: str | None, identities: int, per_id
         rows["identity_id"] != NO_IDENTITY
     )
     wanted = np.unique(rows["identity_id"][has_image])[:identities]
-    labels = identity_labels(ctx, wanted)
+    labels = identity_labels(ctx.catalog, wanted)
     grid = []
     for identity in wanted:
         paths = rows["path"][has_image & (rows["identity_id"] == identity)][:per_identity]
@@ -162,7 +128,7 @@ def report(
     if out.exists() and not out.is_dir():
         raise SynthdbError(f"--out {out} is a file: name a directory for the page and its figures")
     out.mkdir(parents=True, exist_ok=True)
-    _, model = resolve_space(ctx, dataset, "embedding", model)
+    _, model = resolve_space(ctx, dataset, ShardContent.EMBEDDING, model)
     did = lookup_dataset_id(ctx.catalog, dataset)
     sep = separability(ctx, dataset, model, ict=ict, bins=bins, device=device, quiet=quiet)
     ict = sep.ict_rad
@@ -175,10 +141,10 @@ def report(
         figures.append(plots.plot_det(out / "det.png", sep.curve_fmr, sep.curve_fnmr, sep.eer.fmr, title))
         figures.append(plots.plot_roc(out / "roc.png", sep.curve_fmr, sep.curve_fnmr, title))
     row, runs, models = _provenance(ctx, did, dataset)
-    grid = _grid_rows(ctx, did, row["root"], grid_identities, grid_samples)
+    grid = _grid_rows(ctx, did, row.root, grid_identities, grid_samples)
     if grid:
         figures.append(plots.plot_sample_grid(out / "samples.png", grid, dataset))
-    shown = numbers(sep)
+    shown = sep.headline()
     page = _page(dataset, model, row, sep, shown, figures, runs, models, ctx)
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
@@ -192,19 +158,19 @@ def _spread_section(sep: Separability, ctx: Context) -> str:
     summary = _table(
         ["statistic over identities", "mean angle to centroid", "max angle to centroid"],
         [
-            [what, _rad(float(f(spread.mean_rad))), _rad(float(f(spread.max_rad)))]
+            [what, rad_text(float(f(spread.mean_rad))), rad_text(float(f(spread.max_rad)))]
             for what, f in (("median", np.median), ("mean", np.mean), ("max", np.max))
         ],
         {1, 2},
     )
     widest = np.argsort(-spread.mean_rad)[:10]
-    labels = identity_labels(ctx, spread.identity_ids[widest])
+    labels = identity_labels(ctx.catalog, spread.identity_ids[widest])
     rows = [
         [
             labels.get(int(spread.identity_ids[i]), spread.identity_ids[i]),
             int(spread.samples[i]),
-            _rad(float(spread.mean_rad[i])),
-            _rad(float(spread.max_rad[i])),
+            rad_text(float(spread.mean_rad[i])),
+            rad_text(float(spread.max_rad[i])),
         ]
         for i in widest
     ]
@@ -217,11 +183,11 @@ def _spread_section(sep: Separability, ctx: Context) -> str:
 def _page(
     dataset: str,
     model: str,
-    row: dict[str, Any],
+    row: DatasetRow,
     sep: Separability,
     shown: dict[str, str],
     figures: list[Path],
-    runs: list[Any],
+    runs: list[RunRow],
     models: list[Any],
     ctx: Context,
 ) -> str:
@@ -259,8 +225,8 @@ def _page(
 <style>{_STYLE}</style></head>
 <body>
 <h1>Dataset {_e(dataset)}</h1>
-<p>{_e(row["kind"])} dataset from {_e(row["source"])}; embeddings of <code>{_e(model)}</code>.
-{_e(row["description"] or "")}</p>
+<p>{_e(row.kind)} dataset from {_e(row.source)}; embeddings of <code>{_e(model)}</code>.
+{_e(row.description or "")}</p>
 <h2>Separability ({_e(model)})</h2>
 <table id="numbers">{number_rows}</table>
 {f"<ul>{notes}</ul>" if notes else ""}

@@ -31,6 +31,8 @@ from synthdb.analysis.histogram import (
     uniform_edges,
 )
 from synthdb.analysis.vectors import identity_blocks, load_vectors, normalized
+from synthdb.angles import from_cosine
+from synthdb.catalog.schema import ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 
@@ -88,6 +90,45 @@ class Separability:
     unit: str = "rad"
     notes: list[str] = field(default_factory=list)
 
+    def headline(self, with_spread: bool = False) -> dict[str, str]:
+        """The headline numbers as the report page and ``synthdb stats separability`` show them (every
+        distance with its unit); ``with_spread`` adds the median intra-class spread."""
+        out = {
+            "samples": f"{self.samples:,}",
+            "identities": f"{self.identities:,}",
+            "inter-class pairs": f"{self.inter_pairs:,}",
+            "intra-class pairs": f"{self.intra_pairs:,}",
+            "min inter-class angle": rad_text(self.min_inter_rad),
+            "mean inter-class angle": rad_text(self.mean_inter_rad) + f" (± {self.mean_bound_rad:.1e} rad)",
+            "mean intra-class angle": rad_text(self.mean_intra_rad),
+            f"inter-class pairs below ICT {self.ict_rad:g} rad": (
+                f"{self.below_ict:,} ({_rate(self.below_ict_fraction)}; "
+                f"{self.ict_edge_pairs} within float32 error of it)"
+            ),
+            "EER": _operating_text(self.eer),
+        }
+        for target, point in self.fmr_at_fnmr.items():
+            out[f"FMR at FNMR {target:g}"] = f"{_rate(point.fmr)} at {rad_text(point.threshold_rad)}"
+        for target, point in self.fnmr_at_fmr.items():
+            out[f"FNMR at FMR {target:g}"] = f"{_rate(point.fnmr)} at {rad_text(point.threshold_rad)}"
+        if with_spread and len(self.spread.mean_rad):
+            median = float(np.median(self.spread.mean_rad))
+            out["intra-class spread (median mean angle to centroid)"] = f"{median:.4f} rad"
+        return out
+
+
+def _operating_text(point: Operating | None) -> str:
+    return "n/a" if point is None else f"{_rate(point.fmr)} at {rad_text(point.threshold_rad)}"
+
+
+def rad_text(value: float | None) -> str:
+    """An angle as synthdb prints it everywhere: radians, 4 decimals, ``n/a`` when there is none."""
+    return "n/a" if value is None else f"{value:.4f} rad"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4%}"
+
 
 def _cell_angles(binner: EdgeBinner) -> tuple[np.ndarray, np.ndarray]:
     """Per fine cell, the angle at its middle and half its angular width (widened by the float32 rounding
@@ -96,7 +137,7 @@ def _cell_angles(binner: EdgeBinner) -> tuple[np.ndarray, np.ndarray]:
     lo = np.clip(binner.cell_lo - 0.25 * width, -1.0, 1.0)
     hi = np.clip(binner.cell_lo + 1.25 * width, -1.0, 1.0)
     mid = np.clip(binner.cell_lo + 0.5 * width, -1.0, 1.0)
-    return np.arccos(mid), (np.arccos(lo) - np.arccos(hi)) / 2
+    return from_cosine(mid), (from_cosine(lo) - from_cosine(hi)) / 2
 
 
 def _mean(fine: np.ndarray, angles: np.ndarray, half: np.ndarray) -> tuple[float | None, float]:
@@ -114,7 +155,7 @@ def _rates(inter: np.ndarray, intra: np.ndarray, binner: EdgeBinner) -> tuple[np
     fmr = accepted_impostors / n_inter
     fnmr = rejected_genuine / n_intra
     bounds = np.concatenate([binner.cell_lo, [binner.cell_lo[-1] + 1.0 / binner.scale]])
-    return fmr, fnmr, np.arccos(np.clip(bounds, -1.0, 1.0))
+    return fmr, fnmr, from_cosine(bounds)
 
 
 def _operating(fmr: np.ndarray, fnmr: np.ndarray, thresholds: np.ndarray, j: int) -> Operating:
@@ -159,7 +200,7 @@ def intra_spread(unit: np.ndarray, identity_ids: np.ndarray) -> Spread:
     centres = normalized(sums.astype(np.float32)) if len(ordered) else sums
     owner = np.repeat(np.arange(len(identities)), sizes)
     cosines = np.einsum("ij,ij->i", ordered, centres[owner], dtype=np.float64)
-    angles = np.arccos(np.clip(cosines, -1.0, 1.0))
+    angles = from_cosine(cosines)
     mean = np.add.reduceat(angles, starts[:-1]) / sizes if len(angles) else angles
     peak = np.maximum.reduceat(angles, starts[:-1]) if len(angles) else angles
     return Spread(identities, sizes, mean, peak)
@@ -255,7 +296,7 @@ def separability(
 ) -> Separability:
     """Separability of ``dataset`` under embedder ``model`` (optional when it has one); see the module doc.
     ``ict`` defaults to the embedder's verification threshold."""
-    _, model = resolve_space(ctx, dataset, "embedding", model)
+    _, model = resolve_space(ctx, dataset, ShardContent.EMBEDDING, model)
     ict = defaults.threshold(model) if ict is None else ict
     loaded = load_vectors(ctx, dataset, model)
     data = loaded.with_identity()

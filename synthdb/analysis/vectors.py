@@ -10,23 +10,23 @@ Embeddings are stored raw; :func:`normalized` gives the L2-normalised copy every
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlalchemy as sa
 
+from synthdb.catalog import samples, shards
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
-from synthdb.catalog.schema import Identity, Sample, Shard
+from synthdb.catalog.samples import NO_IDENTITY
+from synthdb.catalog.schema import ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.store import parquet
 
-NO_IDENTITY = -1
 READ_THREADS = 4
 _NORM_CHUNK = 65_536
 
@@ -36,6 +36,7 @@ class ShardRef:
     id: int
     path: Path
     rows: int
+    columns: dict[str, Any]
 
 
 @dataclass
@@ -55,51 +56,32 @@ class Vectors:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
+    def by_sample(self) -> Vectors:
+        """The same rows in sample-id order (stable): generation runs address samples by id, and two loads
+        of one dataset (its latents and its embeddings) line up row by row."""
+        order = np.argsort(self.sample_ids, kind="stable")
+        return self._rows(order)
+
     def with_identity(self) -> Vectors:
         """Only the samples that belong to an identity (class statistics need one)."""
         keep = self.identity_ids != NO_IDENTITY
-        if keep.all():
-            return self
-        return Vectors(
-            self.dataset,
-            self.dataset_id,
-            self.content,
-            self.space,
-            self.column,
-            self.sample_ids[keep],
-            self.identity_ids[keep],
-            self.vectors[keep],
-            self.shard_ids,
-        )
+        return self if keep.all() else self._rows(keep)
+
+    def _rows(self, rows: np.ndarray) -> Vectors:
+        """These rows (a mask or an order) of every row-aligned array."""
+        ids, identities, vectors = self.sample_ids[rows], self.identity_ids[rows], self.vectors[rows]
+        return replace(self, sample_ids=ids, identity_ids=identities, vectors=vectors)
 
 
 def committed_shards(ctx: Context, dataset_id: int, content: str, space: str) -> list[ShardRef]:
     """The committed shards of one dataset, content and space, oldest first."""
-    table = Shard.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(table.c.id, table.c.path, table.c.rows)
-            .where(
-                table.c.dataset_id == dataset_id,
-                table.c.content == content,
-                table.c.space == space,
-                table.c.state == "committed",
-            )
-            .order_by(table.c.id)
-        ).all()
-    return [ShardRef(r.id, ctx.store.abspath(r.path), int(r.rows)) for r in rows]
+    rows = shards.committed(ctx.catalog, dataset_id=dataset_id, contents=[content], space=space)
+    return [ShardRef(r.id, ctx.store.abspath(r.path), r.rows, r.columns) for r in rows]
 
 
 def spaces(ctx: Context, dataset_id: int, content: str) -> list[str]:
     """The spaces (models, generators) a dataset has committed shards of, for error messages and reports."""
-    table = Shard.__table__
-    with ctx.catalog.engine.connect() as conn:
-        found = conn.execute(
-            sa.select(table.c.space)
-            .distinct()
-            .where(table.c.dataset_id == dataset_id, table.c.content == content, table.c.state == "committed")
-        ).scalars()
-        return sorted(s for s in found if s)
+    return shards.committed_spaces(ctx.catalog, dataset_id, content)
 
 
 def _read_shard(
@@ -124,7 +106,7 @@ def load_vectors(
     ctx: Context,
     dataset: str,
     space: str,
-    content: str = "embedding",
+    content: str = ShardContent.EMBEDDING,
     column: str = "embedding",
     only_shards: set[int] | None = None,
 ) -> Vectors:
@@ -139,14 +121,13 @@ def load_vectors(
         refs = [r for r in refs if r.id in only_shards]
     if not refs:
         known = ", ".join(spaces(ctx, did, content)) or "none"
-        fix = (
-            f"`synthdb embed {dataset} --model {space}`" if content == "embedding" else "generate them first"
-        )
+        embed = f"`synthdb embed {dataset} --model {space}`"
+        fix = embed if content == ShardContent.EMBEDDING else "generate them first"
         raise SynthdbError(
             f"dataset '{dataset}' has no committed {content} shards of '{space}' (it has: {known}): "
             f"use one of those, or {fix}"
         )
-    width = _width(ctx, refs[0].id, column, content, space)
+    width = _width(refs[0], column, content, space)
     total = sum(r.rows for r in refs)
     vectors = np.empty((total, width), np.float32)
     sample_ids = np.empty(total, np.int64)
@@ -170,16 +151,13 @@ def load_vectors(
     )
 
 
-def _width(ctx: Context, shard_id: int, column: str, content: str, space: str) -> int:
-    table = Shard.__table__
-    with ctx.catalog.engine.connect() as conn:
-        columns = conn.execute(sa.select(table.c.columns).where(table.c.id == shard_id)).scalar_one()
-    if column not in columns:
+def _width(ref: ShardRef, column: str, content: str, space: str) -> int:
+    if column not in ref.columns:
         raise SynthdbError(
-            f"{content} shards of '{space}' have no column '{column}' (they have: {', '.join(columns)}): "
+            f"{content} shards of '{space}' have no column '{column}' (they have: {', '.join(ref.columns)}): "
             "pick one of those"
         )
-    return int(np.prod(columns[column]))
+    return int(np.prod(ref.columns[column]))
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -230,33 +208,4 @@ def centroids(unit_vectors: np.ndarray, identity_ids: np.ndarray) -> tuple[np.nd
 
 def sample_rows(ctx: Context, dataset_id: int) -> dict[str, np.ndarray]:
     """Every sample of a dataset as columns: id, identity_id, role, key, path (representatives, images)."""
-    table = Sample.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(table.c.id, table.c.identity_id, table.c.role, table.c.key, table.c.path)
-            .where(table.c.dataset_id == dataset_id)
-            .order_by(table.c.id)
-        ).all()
-    return {
-        "id": np.array([r.id for r in rows], np.int64),
-        "identity_id": np.array(
-            [NO_IDENTITY if r.identity_id is None else r.identity_id for r in rows], np.int64
-        ),
-        "role": np.array([r.role for r in rows], object),
-        "key": np.array([r.key for r in rows], object),
-        "path": np.array([r.path for r in rows], object),
-    }
-
-
-def identity_labels(ctx: Context, identity_ids: Sequence[int]) -> dict[int, str]:
-    """Labels of identities by id (in chunks: PostgreSQL and SQLite cap the parameters of one statement)."""
-    table = Identity.__table__
-    wanted = sorted({int(i) for i in identity_ids if i != NO_IDENTITY})
-    labels: dict[int, str] = {}
-    with ctx.catalog.engine.connect() as conn:
-        for start in range(0, len(wanted), 10_000):
-            chunk = wanted[start : start + 10_000]
-            labels.update(
-                conn.execute(sa.select(table.c.id, table.c.label).where(table.c.id.in_(chunk))).all()
-            )
-    return labels
+    return asdict(samples.sample_columns(ctx.catalog, dataset_id))

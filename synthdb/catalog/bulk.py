@@ -1,16 +1,17 @@
 """Bulk writes into the catalog: id allocation, identities and samples, many rows per round trip.
 
-Ids are allocated before rows are inserted so that the shard files that reference them can be
-written while the rows are being inserted (see ``synthdb.store.commit``). On SQLite the caller holds
-the write lock (``BEGIN IMMEDIATE``), so ``max(id)`` is stable; on PostgreSQL the table's sequence
-hands out the ids. Rows go in with one executemany on SQLite and one COPY on PostgreSQL, where
-psycopg would otherwise send one statement per row.
+Ids are allocated before rows are inserted so that the shard files that reference them can be written
+first (see :mod:`synthdb.catalog.commits`). On PostgreSQL the table's sequence hands out the ids; SQLite
+has no sequence, so the next free id of each table lives in ``id_reservation``, bumped by every
+allocation, and ids handed out and not yet used are never handed out again (an allocation is a short
+write transaction of its own, or part of the caller's). Rows go in with one executemany on SQLite and
+one COPY on PostgreSQL, where psycopg would otherwise send one statement per row.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,39 +20,61 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Connection
 
-from synthdb.catalog.schema import SAMPLE_ROLES, Identity, Sample
+from synthdb.catalog.lookup import mapping_in
+from synthdb.catalog.schema import Identity, IdReservation, Sample, SampleRole, member
 from synthdb.errors import SynthdbError
+
+_reservation = IdReservation.__table__
 
 
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows (dicts with the same keys) inside the caller's transaction, in bulk.
+    """Insert rows (dicts with the same keys) inside the caller's transaction, in bulk (see
+    :func:`insert_columns`)."""
+    if rows:
+        names = list(rows[0])
+        insert_columns(conn, table, {name: [row[name] for row in rows] for name in names})
 
-    On PostgreSQL an executemany is one statement per row, pipelined; COPY streams all rows in one
-    command, several times faster for the millions of rows an import writes. JSON values are
-    serialised as SQLAlchemy does (None is stored as JSON null), and a COPY error is raised as the
-    SQLAlchemy exception an executemany would raise (IntegrityError for a duplicate key or a missing
-    referenced row), so callers see the same behaviour on both engines.
+
+def insert_columns(conn: Connection, table: sa.Table, columns: dict[str, Sequence[Any]]) -> None:
+    """Insert rows given column by column (equal lengths) inside the caller's transaction, in bulk.
+
+    SQLite gets one DBAPI executemany of plain tuples, about 1.5x faster than SQLAlchemy's per-row
+    parameter processing (the commit protocol inserts while it holds the write lock). On PostgreSQL an
+    executemany is one statement per row, pipelined; COPY streams all rows in one command, several times
+    faster for the millions of rows an import writes. JSON values are serialised as SQLAlchemy does (None
+    is stored as JSON null), and errors are raised as the SQLAlchemy exceptions an executemany would
+    raise (IntegrityError for a duplicate key or a missing referenced row), so callers see the same
+    behaviour on both engines.
     """
+    names = list(columns)
+    encoded = [
+        [json.dumps(v) for v in values] if isinstance(table.c[name].type, sa.JSON) else values
+        for name, values in columns.items()
+    ]
+    rows = list(zip(*encoded, strict=True))
     if not rows:
         return
-    if conn.dialect.driver != "psycopg":  # SQLite, or a PostgreSQL URL naming another driver
-        conn.execute(sa.insert(table), list(rows))
-        return
-    names = list(rows[0])
-    encode = [isinstance(table.c[name].type, sa.JSON) for name in names]
+    if conn.dialect.name == "sqlite":
+        quote = conn.dialect.identifier_preparer.quote
+        marks = ", ".join("?" for _ in names)
+        statement = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES ({marks})"
+        conn.exec_driver_sql(statement, rows)
+    elif conn.dialect.driver == "psycopg":
+        _copy(conn, table, names, rows)
+    else:  # a PostgreSQL URL naming another driver
+        conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+
+
+def _copy(conn: Connection, table: sa.Table, names: list[str], values: list[tuple[Any, ...]]) -> None:
+    """COPY rows into ``table`` on PostgreSQL (psycopg), errors raised as SQLAlchemy's."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
     cursor = conn.connection.cursor()
     try:
         with cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        json.dumps(row[n]) if is_json else row[n]
-                        for n, is_json in zip(names, encode, strict=True)
-                    ]
-                )
+            for row in values:
+                copy.write_row(row)
     except psycopg.Error as exc:
         raise sa.exc.DBAPIError.instance(
             f"COPY {table.name}", None, exc, psycopg.Error, dialect=conn.dialect
@@ -61,7 +84,8 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
 
 
 def allocate_ids(conn: Connection, table: sa.Table, count: int) -> np.ndarray:
-    """Reserve ``count`` primary-key values of ``table`` inside the current transaction."""
+    """Reserve ``count`` primary-key values of ``table`` that no other writer will get (see the module
+    docstring); on SQLite the caller's transaction must be a write transaction (``Catalog.begin``)."""
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     if conn.dialect.name == "postgresql":
@@ -70,8 +94,26 @@ def allocate_ids(conn: Connection, table: sa.Table, count: int) -> np.ndarray:
             {"t": table.name, "n": count},
         )
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
-    start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()
-    return np.arange(start + 1, start + 1 + count, dtype=np.int64)
+    used = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one()
+    reserved = conn.execute(
+        sa.select(_reservation.c.next_id).where(_reservation.c.table_name == table.name)
+    ).scalar_one_or_none()
+    start = max(used + 1, reserved or 1)
+    if reserved is None:
+        conn.execute(sa.insert(_reservation).values(table_name=table.name, next_id=start + count))
+    else:
+        conn.execute(
+            sa.update(_reservation)
+            .where(_reservation.c.table_name == table.name)
+            .values(next_id=start + count)
+        )
+    return np.arange(start, start + count, dtype=np.int64)
+
+
+def existing_identities(conn: Connection, dataset_id: int, labels: Iterable[str]) -> dict[str, int]:
+    """label -> id of the identities of a dataset that carry one of ``labels``."""
+    table = Identity.__table__
+    return mapping_in(conn, table.c.label, table.c.id, labels, table.c.dataset_id == dataset_id)
 
 
 def identity_ids(
@@ -81,31 +123,37 @@ def identity_ids(
     attributes: Sequence[dict[str, Any] | None] | None = None,
 ) -> np.ndarray:
     """Ids of the identities with these labels in a dataset, creating the missing ones (get-or-create)."""
-    table = Identity.__table__
     wanted = list(dict.fromkeys(labels))
-    known: dict[str, int] = {}
-    for start in range(0, len(wanted), 10_000):  # bounded IN lists
-        chunk = wanted[start : start + 10_000]
-        rows = conn.execute(
-            sa.select(table.c.label, table.c.id).where(
-                table.c.dataset_id == dataset_id, table.c.label.in_(chunk)
-            )
-        )
-        known.update({label: ident for label, ident in rows})
+    known = existing_identities(conn, dataset_id, wanted)
     missing = [label for label in wanted if label not in known]
     if missing:
         attrs = dict(zip(labels, attributes, strict=True)) if attributes is not None else {}
-        ids = allocate_ids(conn, table, len(missing))
-        rows = [
-            {"id": int(i), "dataset_id": dataset_id, "label": label, "attributes": attrs.get(label)}
-            for i, label in zip(ids, missing, strict=True)
-        ]
-        if conn.dialect.name == "postgresql":
-            known.update(_insert_identities_concurrently(conn, table, dataset_id, rows))
-        else:  # SQLite: the caller holds the write lock, nobody else can be adding these labels
-            insert_rows(conn, table, rows)
-            known.update(zip(missing, (int(i) for i in ids), strict=True))
+        ids = allocate_ids(conn, Identity.__table__, len(missing))
+        reserved = dict(zip(missing, (int(i) for i in ids), strict=True))
+        known.update(insert_identities(conn, dataset_id, reserved, attrs))
     return np.fromiter((known[label] for label in labels), dtype=np.int64, count=len(labels))
+
+
+def insert_identities(
+    conn: Connection,
+    dataset_id: int,
+    reserved: dict[str, int],
+    attributes: dict[str, dict[str, Any] | None] | None = None,
+) -> dict[str, int]:
+    """Create the identities ``label -> reserved id`` that do not exist yet; return label -> id as
+    committed, ours or those another writer created first (then their id differs from the reserved one).
+    """
+    attributes = attributes or {}
+    rows = [
+        {"id": ident, "dataset_id": dataset_id, "label": label, "attributes": attributes.get(label)}
+        for label, ident in reserved.items()
+    ]
+    if conn.dialect.name == "postgresql":
+        return _insert_identities_concurrently(conn, Identity.__table__, dataset_id, rows)
+    # SQLite: the caller holds the write lock, so nobody can add these labels between lookup and insert.
+    found = existing_identities(conn, dataset_id, reserved)
+    insert_rows(conn, Identity.__table__, [row for row in rows if row["label"] not in found])
+    return {**reserved, **found}
 
 
 # Staging table of _insert_identities_concurrently: a per-session TEMP copy of identity's columns.
@@ -160,9 +208,8 @@ def insert_samples(
     attributes: Sequence[dict[str, Any] | None] | None = None,
     run_id: int | None = None,
 ) -> None:
-    """Insert sample rows with pre-allocated ids in one executemany."""
-    if role not in SAMPLE_ROLES:
-        raise SynthdbError(f"sample role '{role}' is not one of {', '.join(SAMPLE_ROLES)}")
+    """Insert sample rows with pre-allocated ids in one executemany (one COPY on PostgreSQL)."""
+    member(SampleRole, role, "sample role")
     count = len(keys)
     for name, column in (
         ("ids", ids),
@@ -174,26 +221,16 @@ def insert_samples(
         if column is not None and len(column) != count:
             raise SynthdbError(f"{name} has {len(column)} entries for {count} sample keys")
     none = [None] * count
-    rows = [
-        {
-            "id": int(i),
-            "dataset_id": dataset_id,
-            "identity_id": None if ident is None else int(ident),
-            "key": key,
-            "path": path,
-            "role": role,
-            "label": label,
-            "attributes": attrs,
-            "run_id": run_id,
-        }
-        for i, ident, key, path, label, attrs in zip(
-            ids,
-            none if identity_ids is None else identity_ids,
-            keys,
-            paths or none,
-            labels or none,
-            attributes or none,
-            strict=True,
-        )
-    ]
-    insert_rows(conn, Sample.__table__, rows)
+    idents = none if identity_ids is None else [None if i is None else int(i) for i in identity_ids]
+    columns = {
+        "id": np.asarray(ids, dtype=np.int64).tolist(),
+        "dataset_id": [dataset_id] * count,
+        "identity_id": idents,
+        "key": list(keys),
+        "path": list(paths) if paths is not None else none,
+        "role": [str(role)] * count,
+        "label": list(labels) if labels is not None else none,
+        "attributes": list(attributes) if attributes is not None else none,
+        "run_id": [run_id] * count,
+    }
+    insert_columns(conn, Sample.__table__, columns)

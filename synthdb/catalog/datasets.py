@@ -1,16 +1,46 @@
-"""Dataset rows: create and look up datasets by name."""
+"""Dataset rows: create them, find them by name, and the few fields that change after creation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
 
+from synthdb.catalog import shards
 from synthdb.catalog.engine import Catalog
-from synthdb.catalog.schema import DATASET_KINDS, Dataset, Shard
+from synthdb.catalog.schema import Dataset, DatasetKind, Run, Sample, ShardContent, member
 from synthdb.errors import SynthdbError
 
-_dataset = Dataset.__table__
+_dataset, _run, _sample = Dataset.__table__, Run.__table__, Sample.__table__
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """A dataset as recorded; ``root`` is where its images live (None for latent-only datasets)."""
+
+    id: int
+    name: str
+    kind: str
+    source: str
+    root: str | None
+    description: str | None
+    created_by_run_id: int | None
+    attributes: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Creator:
+    """The run that created a dataset, as an import needs it to decide whether to resume."""
+
+    run_id: int | None
+    status: str | None
+    host: str | None
+    pid: int | None
+
+
+_COLUMNS = [_dataset.c[f.name] for f in fields(DatasetRow)]
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
 def create_dataset(
@@ -23,25 +53,30 @@ def create_dataset(
     run_id: int | None = None,
     attributes: dict[str, Any] | None = None,
 ) -> int:
-    """Create a dataset and return its id; a taken name is an error (names are how users refer to them)."""
-    if kind not in DATASET_KINDS:
-        raise SynthdbError(f"dataset kind '{kind}' is not one of {', '.join(DATASET_KINDS)}")
-    with catalog.begin() as conn:
-        taken = conn.execute(sa.select(_dataset.c.id).where(_dataset.c.name == name)).first()
-        if taken is not None:
-            raise SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
-        return conn.execute(
-            sa.insert(_dataset).returning(_dataset.c.id),
-            {
-                "name": name,
-                "kind": kind,
-                "source": source,
-                "root": root,
-                "description": description,
-                "created_by_run_id": run_id,
-                "attributes": attributes,
-            },
-        ).scalar_one()
+    """Create a dataset and return its id; a taken name is an error (names are how users refer to them),
+    also when another process takes it at the same moment."""
+    member(DatasetKind, kind, "dataset kind")
+    taken = SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
+    try:
+        with catalog.begin() as conn:
+            if conn.execute(sa.select(_dataset.c.id).where(_dataset.c.name == name)).first() is not None:
+                raise taken
+            return conn.execute(
+                sa.insert(_dataset).returning(_dataset.c.id),
+                {
+                    "name": name,
+                    "kind": kind,
+                    "source": source,
+                    "root": root,
+                    "description": description,
+                    "created_by_run_id": run_id,
+                    "attributes": attributes,
+                },
+            ).scalar_one()
+    except sa.exc.IntegrityError as exc:  # PostgreSQL: another transaction took the name since our check
+        if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+        raise taken from None
 
 
 def dataset_id(catalog: Catalog, name: str) -> int:
@@ -55,16 +90,79 @@ def dataset_id(catalog: Catalog, name: str) -> int:
     raise SynthdbError(f"no dataset named '{name}' in the catalog (known: {known}): check the name")
 
 
+def find_dataset(catalog: Catalog, name: str) -> DatasetRow | None:
+    """The dataset called ``name``, or None."""
+    with catalog.engine.connect() as conn:
+        found = conn.execute(sa.select(*_COLUMNS).where(_dataset.c.name == name)).first()
+    return None if found is None else DatasetRow(**found._asdict())
+
+
+def get_dataset(catalog: Catalog, name: str) -> DatasetRow:
+    """The dataset called ``name``, or an error listing what exists."""
+    found = dataset_id(catalog, name)
+    with catalog.engine.connect() as conn:
+        return DatasetRow(**conn.execute(sa.select(*_COLUMNS).where(_dataset.c.id == found)).one()._asdict())
+
+
+def creator(catalog: Catalog, dataset: int) -> Creator:
+    """The run that created ``dataset`` and how it stands (all None when no run is recorded)."""
+    with catalog.engine.connect() as conn:
+        found = conn.execute(
+            sa.select(_dataset.c.created_by_run_id, _run.c.status, _run.c.host, _run.c.pid)
+            .outerjoin(_run, _run.c.id == _dataset.c.created_by_run_id)
+            .where(_dataset.c.id == dataset)
+        ).one()
+    return Creator(*found)
+
+
+def set_creator(catalog: Catalog, dataset: int, run_id: int) -> None:
+    """Record ``run_id`` as the run that made ``dataset`` (a run that completed another's import)."""
+    with catalog.begin() as conn:
+        conn.execute(sa.update(_dataset).where(_dataset.c.id == dataset).values(created_by_run_id=run_id))
+
+
+def set_root(catalog: Catalog, dataset: int, root: str) -> None:
+    """Record where a dataset's images live (rendering gives a latent-only dataset its images)."""
+    with catalog.begin() as conn:
+        conn.execute(sa.update(_dataset).where(_dataset.c.id == dataset).values(root=root))
+
+
+def sample_count(catalog: Catalog, dataset: int) -> int:
+    """How many samples a dataset has."""
+    with catalog.engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(_sample).where(_sample.c.dataset_id == dataset)
+        ).scalar_one()
+
+
 def latent_spaces(catalog: Catalog, dataset: int) -> list[str]:
     """The generators whose latents a dataset's committed shards hold (usually one), sorted."""
-    shard = Shard.__table__
-    with catalog.engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(shard.c.space)
-                .where(shard.c.dataset_id == dataset, shard.c.content == "latent")
-                .where(shard.c.state == "committed")
-                .distinct()
-                .order_by(shard.c.space)
-            ).scalars()
-        )
+    return shards.committed_spaces(catalog, dataset, ShardContent.LATENT)
+
+
+def output_dataset(
+    catalog: Catalog,
+    name: str,
+    run_id: int,
+    attributes: dict[str, Any],
+    shared: bool,
+    source: str = "generated",
+) -> int:
+    """A generation or projection run's output dataset: created on first use; reused on resume, and by the
+    other shards of a job array or re-runs (``shared``) as long as it was made by the same kind of command
+    (``source``) with the same parameters."""
+    for _attempt in range(2):  # a second look when another shard created it between our check and insert
+        row = find_dataset(catalog, name)
+        if row is not None:
+            same = row.source == source and (row.attributes or {}) == attributes
+            if row.created_by_run_id == run_id or (shared and same):
+                return row.id
+            raise SynthdbError(f"a dataset named '{name}' exists already: choose another --name")
+        try:
+            return create_dataset(
+                catalog, name, DatasetKind.SYNTHETIC, source, root=None, run_id=run_id, attributes=attributes
+            )
+        except SynthdbError:
+            if not shared:
+                raise
+    raise SynthdbError(f"dataset '{name}' could not be created: re-run the command")

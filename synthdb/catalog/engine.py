@@ -58,9 +58,11 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
 
 def _word_errors(engine: Engine) -> None:
-    """Turn errors that say the catalog cannot be used at all into one-line SynthdbErrors.
+    """Turn errors that say the catalog cannot be used into one-line SynthdbErrors, so that callers (the
+    CLI among them) only ever see SynthdbError.
 
-    Lock waits and other errors of a working catalog are left alone (``Catalog.begin`` retries locks).
+    SQLite lock waits are left alone (``Catalog.begin`` retries them), and so are failed pre-pings (the pool
+    reconnects) and IntegrityErrors (a race between writers, which the caller handles).
     """
     url = engine.url.render_as_string(hide_password=True)
 
@@ -84,6 +86,15 @@ def _word_errors(engine: Engine) -> None:
                 f"cannot connect to the catalog {url} ({reason}): check that it is running and reachable, "
                 "or fix catalog_url in synthdb.toml"
             )
+        error = context.sqlalchemy_exception
+        if not isinstance(error, sa.exc.DBAPIError) or isinstance(error, sa.exc.IntegrityError):
+            return
+        if context.is_pre_ping or (engine.dialect.name == "sqlite" and _is_locked(error)):
+            return
+        raise SynthdbError(
+            f"the catalog {url} refused the operation ({reason}): check that it is running and "
+            "reachable and that its role may do this (`synthdb info` shows the catalog)"
+        )
 
 
 def make_engine(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:

@@ -5,14 +5,16 @@ vector shard and index is a row here. Bulk vectors are not: they live in Parquet
 ``shard`` table registers. Every change to this module needs an Alembic revision in ``migrations/``;
 ``tests/test_migrations.py`` fails when the two drift.
 
-Enumerated columns (kind, role, status, state, ...) are plain strings checked by the code that
-writes them, so that adding a value never needs a schema migration.
+Enumerated columns (kind, role, status, state, ...) are plain strings in the database, so that adding
+a value never needs a schema migration; in Python they are the ``StrEnum`` classes below, whose members
+compare equal to (and are stored as) those strings, so code never spells a status or a kind by hand.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from synthdb.errors import SynthdbError
+
 # Integer on SQLite keeps ``INTEGER PRIMARY KEY`` (the rowid alias that autoincrements);
 # PostgreSQL gets 64-bit ids, enough for WebFace42M-sized tables many times over.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -43,11 +47,73 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-DATASET_KINDS = ("genuine", "synthetic")
-SAMPLE_ROLES = ("genuine", "reference", "variation", "projection")
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-SHARD_CONTENTS = ("latent", "embedding", "stats", "checkpoint", "result")
-SHARD_STATES = ("staged", "committed", "retired")
+
+class DatasetKind(StrEnum):
+    GENUINE = "genuine"
+    SYNTHETIC = "synthetic"
+
+
+class SampleRole(StrEnum):
+    GENUINE = "genuine"
+    REFERENCE = "reference"
+    VARIATION = "variation"
+    PROJECTION = "projection"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class RunKind(StrEnum):
+    """What a run did: the command family that recorded it (``synthdb runs list --kind``)."""
+
+    IMPORT = "import"
+    EMBED = "embed"
+    INDEX = "index"
+    CHECK = "check"
+    EXPORT = "export"
+    IMAGES = "images"
+    REFERENCES = "references"
+    VARIATIONS = "variations"
+    PROJECT = "project"
+    LATENT_ANALYSIS = "latent-analysis"
+
+
+class ShardContent(StrEnum):
+    LATENT = "latent"
+    EMBEDDING = "embedding"
+    STATS = "stats"
+    CHECKPOINT = "checkpoint"
+    RESULT = "result"
+
+
+class CheckKind(StrEnum):
+    """Which check wrote a ``result`` shard (its space); ``synthdb query`` has one view per kind."""
+
+    NEAREST = "nearest"
+
+
+class ShardState(StrEnum):
+    STAGED = "staged"
+    COMMITTED = "committed"
+    RETIRED = "retired"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def member(kind: type[E], value: str, what: str) -> E:
+    """``value`` as a member of ``kind``, or a one-line error naming the values allowed.
+
+    Python 3.11's ``value in kind`` raises TypeError for a plain string, so values are checked here.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        raise SynthdbError(f"{what} '{value}' is not one of {', '.join(kind)}") from None
 
 
 class Base(DeclarativeBase):
@@ -65,7 +131,7 @@ class Run(Base):
     algorithm: Mapped[str | None] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     seed: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     shard_index: Mapped[int | None] = mapped_column(Integer)
     shard_count: Mapped[int | None] = mapped_column(Integer)
@@ -298,6 +364,21 @@ class DirectionSet(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("run.id"))
     directions: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
+class IdReservation(Base):
+    """The next id a writer may take for a table whose ids are handed out before the rows go in (SQLite).
+
+    The commit protocol writes shard files that name their sample and identity ids before those rows exist
+    (:mod:`synthdb.catalog.commits`), in a short transaction of its own, so no other writer may take the
+    same ids meanwhile. PostgreSQL's sequences already work that way; SQLite has none, so
+    :func:`synthdb.catalog.bulk.allocate_ids` keeps the next free id of each such table here.
+    """
+
+    __tablename__ = "id_reservation"
+
+    table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_id: Mapped[int] = mapped_column(BigInteger)
 
 
 TABLES = [t.name for t in Base.metadata.sorted_tables]

@@ -12,25 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from synthdb.catalog.runs import finish_run, recorded_run, set_summary
-from synthdb.catalog.schema import Run
+from synthdb import defaults
+from synthdb.catalog.runs import finish_run, recorded_run, set_summary, still_running
+from synthdb.catalog.schema import DatasetKind, RunKind, RunStatus
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.export import bob, imagefolder, pairs_bin, recordio, synthetics_h5, webdataset
-from synthdb.export.common import (
-    MANIFEST_NAME,
-    DatasetInfo,
-    ExportOptions,
-    ExportState,
-    FormatSpec,
-    Job,
-    load_dataset,
-    select,
-    write_manifest,
-)
-from synthdb.export.images import ImagePipeline
+from synthdb.export.folder import MANIFEST_NAME, ExportState
+from synthdb.export.image_source import ImageSource
+from synthdb.export.job import ExportOptions, FormatSpec, Job, write_manifest
+from synthdb.export.selection import DatasetInfo, load_dataset, select
 from synthdb.faces.align import PRESETS
 from synthdb.progress import progress_bar
 
@@ -103,8 +94,8 @@ def _source_preset(dataset: DatasetInfo, options: ExportOptions) -> str | None:
     recorded = dataset.attributes.get("preset")
     if isinstance(recorded, str) and recorded in PRESETS:
         return recorded
-    if dataset.kind == "genuine":
-        return "mtcnn"
+    if dataset.kind == DatasetKind.GENUINE:
+        return defaults.DETECTOR
     raise SynthdbError(
         f"dataset '{dataset.name}' does not record its images' geometry: pass --from PRESET "
         "(the generator's crop, e.g. ffhq256)"
@@ -117,15 +108,11 @@ def _close_interrupted(ctx: Context, earlier: list[int], run_id: int) -> None:
     They are dead, not slow: this process holds the folder's lock, which a live export would hold. A
     SIGKILL or power cut gave them no chance to close their row.
     """
-    runs = Run.__table__
-    with ctx.catalog.engine.connect() as conn:
-        stale = (
-            conn.execute(sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status == "running"))
-            .scalars()
-            .all()
-        )
+    stale = still_running(ctx.catalog, earlier)
     for stale_id in stale:
-        finish_run(ctx.catalog, stale_id, "interrupted", f"stopped before the end; run {run_id} resumed it")
+        finish_run(
+            ctx.catalog, stale_id, RunStatus.INTERRUPTED, f"stopped before the end; run {run_id} resumed it"
+        )
 
 
 def export(
@@ -188,7 +175,7 @@ def export(
                 f"dataset '{info.name}' has no root folder recorded: its images cannot be "
                 "exported (re-import it, or export synthetics-h5)"
             )
-        images = ImagePipeline(
+        images = ImageSource(
             info.root,
             encoding=spec.encoding,
             crop=options.crop,
@@ -196,7 +183,7 @@ def export(
             size=options.size,
             quality=options.quality,
         )
-    selection = select(ctx, info, options.where, spec)
+    selection = select(ctx, info, options.where, spec.needs_identity, spec.needs_image)
     if not selection.samples:
         excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in selection.excluded.items())
         raise SynthdbError(
@@ -219,8 +206,9 @@ def export(
             )
         state.save()
         seed_used = seed if spec.name == "pairs-bin" and protocol is None else None
+        recorded = {**params, "out": str(out)}
         with recorded_run(
-            ctx.catalog, "export", algorithm=spec.name, params={**params, "out": str(out)}, seed=seed_used
+            ctx.catalog, RunKind.EXPORT, algorithm=spec.name, params=recorded, seed=seed_used
         ) as run_id:
             _close_interrupted(ctx, state.data["runs"], run_id)
             state.data["runs"].append(run_id)

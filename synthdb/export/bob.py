@@ -22,12 +22,12 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Any
 
-import sqlalchemy as sa
-
-from synthdb.catalog.schema import GroupMember, Protocol, ProtocolGroup
+from synthdb.catalog import protocols
 from synthdb.errors import SynthdbError
-from synthdb.export.common import FormatSpec, Job, SampleRecord, safe_name, write_atomic
+from synthdb.export.folder import safe_name, write_atomic
 from synthdb.export.imagefolder import write_tree
+from synthdb.export.job import FormatSpec, Job
+from synthdb.export.selection import SampleRecord
 
 PURPOSE_FILES = {
     "train": "for_background_model.csv",
@@ -40,30 +40,18 @@ PURPOSE_FILES = {
 
 def protocol_id(job: Job, name: str | None) -> int:
     """The id of the dataset's protocol ``name``; the error lists the protocols there are."""
-    table = Protocol.__table__
     dataset = job.selection.dataset
-    with job.ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(table.c.id, table.c.name).where(table.c.dataset_id == dataset.id).order_by(table.c.name)
-        ).all()
-    found = [r.id for r in rows if r.name == name]
-    if name is None or not found:
-        known = ", ".join(r.name for r in rows) or "none"
+    known = protocols.protocols_of(job.ctx.catalog, dataset.id)
+    if name is None or name not in known:
         what = "needs --protocol" if name is None else f"has no protocol '{name}'"
-        raise SynthdbError(f"dataset '{dataset.name}' {what} (its protocols: {known}): pass one of those")
-    return found[0]
+        listed = ", ".join(known) or "none"
+        raise SynthdbError(f"dataset '{dataset.name}' {what} (its protocols: {listed}): pass one of those")
+    return known[name]
 
 
 def _memberships(job: Job) -> dict[str, list[tuple[str, SampleRecord]]]:
     """CSV file (``<folder>/<file>``) -> (purpose, sample), in export order."""
-    pid = protocol_id(job, job.options.protocol)
-    groups, members = ProtocolGroup.__table__, GroupMember.__table__
-    with job.ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(groups.c.name, members.c.purpose, members.c.sample_id)
-            .join(members, members.c.group_id == groups.c.id)
-            .where(groups.c.protocol_id == pid)
-        ).all()
+    rows = protocols.members(job.ctx.catalog, protocol_id(job, job.options.protocol))
     position = {s.id: i for i, s in enumerate(job.selection.samples)}
     files: dict[str, list[tuple[int, str, SampleRecord]]] = defaultdict(list)
     for group, purpose, sample_id in rows:

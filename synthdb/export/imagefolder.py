@@ -13,18 +13,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from synthdb.export.common import (
-    FormatSpec,
-    Job,
-    SampleRecord,
-    SkipLog,
-    safe_name,
-    unique_names,
-    write_atomic,
-    write_classes_csv,
-)
-from synthdb.export.images import Skip
-from synthdb.sources.common import is_image_name
+from synthdb.export.folder import safe_name, unique_names, write_atomic
+from synthdb.export.image_source import Skip
+from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
+from synthdb.export.selection import SampleRecord
+from synthdb.sources.listing import is_image_name
 
 
 def stem(sample: SampleRecord) -> str:
@@ -57,7 +50,7 @@ def write_tree(job: Job, samples: list[SampleRecord], root: Path) -> dict[int, s
     """Write the samples' images under ``root``; returns sample id -> path relative to ``root``.
 
     Resumes from ``job.state.progress['next']``; skipped samples are logged in ``job.skips`` and get no
-    path. Paths are known before encoding (:meth:`ImagePipeline.extension`), so none is kept in the state.
+    path. Paths are known before encoding (:meth:`ImageSource.extension`), so none is kept in the state.
     """
     assert job.images is not None
     progress = job.state.progress

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
-from synthdb.catalog.schema import ProtocolGroup, VerificationPair
+from synthdb.catalog import protocols
 from synthdb.errors import SynthdbError
 from synthdb.export.bob import protocol_id
-from synthdb.export.common import FormatSpec, Job, SampleRecord, safe_name, write_atomic
-from synthdb.export.images import Skip
+from synthdb.export.folder import safe_name, write_atomic
+from synthdb.export.image_source import Skip
+from synthdb.export.job import FormatSpec, Job
+from synthdb.export.selection import SampleRecord
 
 DEFAULT_PAIRS = 6000
 FOLDS = 10
@@ -32,31 +33,14 @@ FOLDS = 10
 def protocol_pairs(job: Job) -> tuple[list[tuple[int, int, bool]], int]:
     """(first sample id, second sample id, same) of the protocol group, and how many the filter dropped."""
     pid = protocol_id(job, job.options.protocol)
-    groups, pairs = ProtocolGroup.__table__, VerificationPair.__table__
-    with job.ctx.catalog.engine.connect() as conn:
-        names = (
-            conn.execute(
-                sa.select(groups.c.name)
-                .join(pairs, pairs.c.group_id == groups.c.id)
-                .where(groups.c.protocol_id == pid)
-                .distinct()
-                .order_by(groups.c.name)
-            )
-            .scalars()
-            .all()
+    names = protocols.groups_with_pairs(job.ctx.catalog, pid)
+    group = job.options.group or (names[0] if len(names) == 1 else None)
+    if group not in names:
+        raise SynthdbError(
+            f"protocol '{job.options.protocol}' has pairs in groups {', '.join(names) or 'none'}: "
+            "pass one of them with --group"
         )
-        group = job.options.group or (names[0] if len(names) == 1 else None)
-        if group not in names:
-            raise SynthdbError(
-                f"protocol '{job.options.protocol}' has pairs in groups {', '.join(names) or 'none'}: "
-                "pass one of them with --group"
-            )
-        rows = conn.execute(
-            sa.select(pairs.c.first_sample_id, pairs.c.second_sample_id, pairs.c.genuine)
-            .join(groups, groups.c.id == pairs.c.group_id)
-            .where(groups.c.protocol_id == pid, groups.c.name == group)
-            .order_by(pairs.c.position)
-        ).all()
+    rows = protocols.pairs(job.ctx.catalog, pid, group)
     if any(r.first_sample_id is None or r.second_sample_id is None for r in rows):
         raise SynthdbError(
             f"group '{group}' compares templates (sets of images): a .bin holds image "

@@ -43,8 +43,9 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from synthdb.errors import SynthdbError
-from synthdb.export.common import FormatSpec, Job, SkipLog, open_at, sync, write_atomic, write_classes_csv
-from synthdb.export.images import Skip
+from synthdb.export.folder import open_at, sync, write_atomic
+from synthdb.export.image_source import Skip
+from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)

@@ -21,33 +21,25 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
-from synthdb.catalog.schema import Shard
+from synthdb.catalog import shards
+from synthdb.catalog.schema import ShardContent
 from synthdb.errors import SynthdbError
-from synthdb.export.common import FormatSpec, Job, unique_names, write_classes_csv
-from synthdb.store.hdf5 import BFM_DIMS, Sample, SampleCollection, normalize_label
+from synthdb.export.folder import unique_names
+from synthdb.export.job import FormatSpec, Job, write_classes_csv
+from synthdb.store.hdf5 import BFM_DIMS, H5Sample, SampleCollection, normalize_label
 from synthdb.store.parquet import read_table
 
 LATENT_FIELDS = {"z": "z_latent", "w": "w_latent", "w_plus": "w_plus_latent", "c": "c_label"}
 
 
-def _shards(job: Job) -> list[Any]:
-    table = Shard.__table__
-    with job.ctx.catalog.engine.connect() as conn:
-        return conn.execute(
-            sa.select(table.c.run_id, table.c.content, table.c.space, table.c.path, table.c.columns)
-            .where(
-                table.c.dataset_id == job.selection.dataset.id,
-                table.c.state == "committed",
-                table.c.content.in_(["latent", "embedding"]),
-            )
-            .order_by(table.c.id)
-        ).all()
+def _shards(job: Job) -> list[shards.ShardRow]:
+    contents = [ShardContent.LATENT, ShardContent.EMBEDDING]
+    return shards.committed(job.ctx.catalog, dataset_id=job.selection.dataset.id, contents=contents)
 
 
-def _embedding_space(job: Job, shards: list[Any]) -> str | None:
-    spaces = sorted({s.space or "" for s in shards if s.content == "embedding"})
+def _embedding_space(job: Job, found: list[shards.ShardRow]) -> str | None:
+    spaces = sorted({s.space or "" for s in found if s.content == ShardContent.EMBEDDING})
     chosen = job.options.embedding_model
     if chosen is not None and chosen not in spaces:
         raise SynthdbError(
@@ -64,12 +56,12 @@ def _embedding_space(job: Job, shards: list[Any]) -> str | None:
 
 def _vectors(job: Job) -> dict[int, dict[str, Any]]:
     """sample id -> Sample fields, from the latent shards and the chosen embedding space."""
-    shards = _shards(job)
-    space = _embedding_space(job, shards)
+    found = _shards(job)
+    space = _embedding_space(job, found)
     wanted = {s.id for s in job.selection.samples}
     fields: dict[int, dict[str, Any]] = defaultdict(dict)
-    for shard in shards:
-        if shard.content == "embedding" and (shard.space or "") != space:
+    for shard in found:
+        if shard.content == ShardContent.EMBEDDING and (shard.space or "") != space:
             continue
         columns = [c for c in shard.columns if c == "embedding" or c in LATENT_FIELDS or c.startswith("bfm_")]
         table = read_table(job.ctx.store.abspath(shard.path), ["sample_id", *columns])
@@ -96,7 +88,7 @@ def _vectors(job: Job) -> dict[int, dict[str, Any]]:
     return fields
 
 
-def _sample(entry: dict[str, Any]) -> Sample:
+def _sample(entry: dict[str, Any]) -> H5Sample:
     latents = entry.get("latents", {})
     kwargs: dict[str, Any] = {LATENT_FIELDS[k]: v for k, v in latents.items() if k in LATENT_FIELDS}
     bfm = {k: latents[f"bfm_{k}"] for k in BFM_DIMS if f"bfm_{k}" in latents}
@@ -106,7 +98,7 @@ def _sample(entry: dict[str, Any]) -> Sample:
         kwargs["network_type"] = entry["network_type"]
     if "embedding" in entry:
         kwargs["embedding"], kwargs["embedding_type"] = entry["embedding"], entry["embedding_type"]
-    return Sample(**kwargs)
+    return H5Sample(**kwargs)
 
 
 def identity_numbers(job: Job) -> tuple[list[int], str]:

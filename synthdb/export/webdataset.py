@@ -21,17 +21,10 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from synthdb.export.common import (
-    FormatSpec,
-    Job,
-    SampleRecord,
-    SkipLog,
-    open_at,
-    safe_name,
-    sync,
-    write_classes_csv,
-)
-from synthdb.export.images import Skip
+from synthdb.export.folder import open_at, safe_name, sync
+from synthdb.export.image_source import Skip
+from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
+from synthdb.export.selection import SampleRecord
 
 BLOCK = 512
 RECORD = 20 * BLOCK

@@ -3,8 +3,8 @@
 A preset is data (:class:`CropPreset` in :data:`PRESETS`): an output size plus where the landmarks land in it,
 in the five-point order and pixel-centre convention of :mod:`synthdb.faces.landmarks`. The algorithms:
 
-* :func:`estimate_similarity` + :func:`warp`: detector landmarks onto a template (arcface, iresnet_bob,
-  dlib150).
+* :func:`~synthdb.faces.geometry.estimate_similarity` + :func:`warp`: detector landmarks onto a template
+  (arcface, iresnet_bob, dlib150).
 * :func:`ffhq_align`: the FFHQ recipe (NVlabs ``download_ffhq.py``): an oriented square from the eyes and
   mouth, then shrink, crop, reflect-pad, a supersampled transform and an antialiased resize.
 * :func:`fixed_crop`: the fixed two-point crop that reframes generator output (one preset to another).
@@ -17,40 +17,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import invert_affine_transform
 
 from synthdb.errors import SynthdbError
+from synthdb.faces.detect import Detector
+from synthdb.faces.geometry import DLIB_MEAN_FACE_POINTS, estimate_similarity, transform_points
 from synthdb.faces.landmarks import Detection, ImageFaces
 
-if TYPE_CHECKING:
-    from synthdb.faces.detect import Detector
-
 Point = tuple[float, float]
-
-# dlib's mean face on the unit square, from get_face_chip_details in dlib/image_transforms/interpolation.h
-# (github.com/davisking/dlib). The 5-point shape predictor's parts, in its own order: subject's left eye outer
-# and inner corner, subject's right eye outer and inner corner, bottom of the nose.
-DLIB_MEAN_FACE_5 = np.array([
-    (0.8595674595992, 0.2134981538014),
-    (0.6460604764104, 0.2289674387677),
-    (0.1205750620789, 0.2137274526848),
-    (0.3340850613712, 0.2290642403242),
-    (0.4901123135679, 0.6277975316475),
-])
-# The same file's 68-point mean face (same frame: its points 45, 42, 36, 39 and 33 match the parts above to
-# 3e-3),
-# at the points our convention needs and the 5-point model lacks: nose tip (30), mouth corners (54, 48).
-DLIB_MEAN_NOSE_TIP = np.array((0.490127, 0.515625))
-DLIB_MEAN_MOUTH = np.array([(0.726104, 0.780233), (0.254149, 0.780233)])  # subject's left, right
-# Our five points on dlib's mean face: eye centres = mean of the two corners.
-DLIB_MEAN_FACE_POINTS = np.array([
-    DLIB_MEAN_FACE_5[0:2].mean(0), DLIB_MEAN_FACE_5[2:4].mean(0), DLIB_MEAN_NOSE_TIP, *DLIB_MEAN_MOUTH,
-])
 
 
 def _dlib_chip_points(size: int, padding: float) -> tuple[Point, ...]:
@@ -170,42 +149,6 @@ def get_preset(preset: str | CropPreset) -> CropPreset:
 # Similarity transforms and warping
 
 
-def estimate_similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` points onto ``dst``.
-
-    ``src`` (N, K, 2), ``dst`` (K, 2) or (N, K, 2), K >= 2; returns (N, 2, 3), one transform per image. In
-    complex numbers ``dst ~ a * src + b``: after centring, ``a = sum(conj(src) * dst) / sum(|src|^2)``, the
-    closed form of the linear least squares ``[x -y 1 0; y x 0 1] [a_re a_im tx ty]' = [u v]'`` that MATLAB's
-    ``cp2tform('nonreflective similarity')`` solves. No reflection check: ``a`` is a complex factor, so the
-    fit can never mirror the face; a mirrored fit would only win for mislabelled landmarks, and silently
-    flipping that face would hide the mislabelling. Differentiable in both arguments.
-    """
-    if src.ndim != 3 or src.shape[-1] != 2 or src.shape[1] < 2:
-        raise ValueError(f"expected src (N, K>=2, 2), got {tuple(src.shape)}")
-    dst = dst.to(src).expand_as(src)
-    src_c = src - src.mean(1, keepdim=True)
-    dst_c = dst - dst.mean(1, keepdim=True)
-    x, y = src_c[..., 0], src_c[..., 1]
-    u, v = dst_c[..., 0], dst_c[..., 1]
-    norm = (x * x + y * y).sum(1).clamp_min(torch.finfo(src.dtype).tiny)
-    a_re = (x * u + y * v).sum(1) / norm
-    a_im = (x * v - y * u).sum(1) / norm
-    linear = torch.stack([torch.stack([a_re, -a_im], -1), torch.stack([a_im, a_re], -1)], -2)
-    shift = dst.mean(1) - (linear @ src.mean(1).unsqueeze(-1)).squeeze(-1)
-    return torch.cat([linear, shift.unsqueeze(-1)], -1)
-
-
-def transform_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Apply (N, 2, 3) affine matrices to (N, K, 2) points."""
-    return points @ matrix[:, :, :2].transpose(1, 2) + matrix[:, :, 2].unsqueeze(1)
-
-
-def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
-    """Inverse of (N, 2, 3) affine matrices."""
-    linear = torch.linalg.inv(matrix[:, :, :2])
-    return torch.cat([linear, -(linear @ matrix[:, :, 2:])], -1)
-
-
 def _binomial_pyr_down(images: torch.Tensor) -> torch.Tensor:
     """Blur with the 5-tap binomial [1 4 6 4 1]/16 (dlib's pyramid_down<2> filter) and keep even pixels.
 
@@ -279,7 +222,7 @@ def template_matrix(points: torch.Tensor, preset: str | CropPreset) -> torch.Ten
     dst = torch.tensor(preset.points, dtype=points.dtype, device=points.device)
     src = points[:, : len(dst)]
     if preset.fit == "template_to_image":
-        return invert_affine(estimate_similarity(dst.expand_as(src), src))
+        return invert_affine_transform(estimate_similarity(dst.expand_as(src), src))
     return estimate_similarity(src, dst)
 
 
@@ -380,7 +323,8 @@ def _ffhq_one(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], 
               pad: bool) -> torch.Tensor:
     """FFHQ alignment of one (C, H, W) image, given its (2, 3) image-to-output affine (float64)."""
     h_out, w_out = size
-    quad = transform_points(_corners(h_out, w_out, matrix).unsqueeze(0), invert_affine(matrix[None]))[0]
+    to_image = invert_affine_transform(matrix[None])
+    quad = transform_points(_corners(h_out, w_out, matrix).unsqueeze(0), to_image)[0]
     qsize = float((quad[1] - quad[0]).norm())
     # Shrink: an antialiased integer downscale when the quad is more than 4x the output.
     shrink = int(math.floor(qsize / max(size) * 0.5))
@@ -517,29 +461,31 @@ class CropStatus:
 class Cropper:
     """Crop (N, C, H, W) float images from one preset's geometry into another's.
 
-    ``Cropper("mtcnn", "arcface")(images)`` detects, then warps; ``Cropper("ffhq256", "iresnet_bob")``
-    reframes generator output differentiably. Detector input crops the largest face of each image; an image
-    with no face (or a detector error) gets a black crop and a status that says so: its crop is not a face.
+    ``Cropper("mtcnn", "arcface", detector=zoo.detector(None, "mtcnn"))(images)`` detects, then warps;
+    ``Cropper("ffhq256", "iresnet_bob")`` reframes generator output differentiably. Detector input crops the
+    largest face of each image; an image with no face (or a detector error) gets a black crop and a status
+    that says so: its crop is not a face. Detector input needs its ``detector`` (built by
+    :func:`synthdb.zoo.detector`, which finds its weights) unless only :meth:`crop_detected` is used.
     ``value_range`` is the pixel range of ``images``: the detectors need uint8 copies, and black (outside the
-    photo, failed images) is its low end. ``device`` is where a detector the cropper builds runs.
+    photo, failed images) is its low end.
     """
 
     def __init__(self, input_preset: str | CropPreset, output_preset: str | CropPreset, *,
-                 detector: Detector | None = None, device: str | torch.device = "cpu",
-                 value_range: tuple[float, float] = (-1.0, 1.0), antialias: bool = True) -> None:
+                 detector: Detector | None = None, value_range: tuple[float, float] = (-1.0, 1.0),
+                 antialias: bool = True) -> None:
         self.input, self.output = get_preset(input_preset), get_preset(output_preset)
         self.algorithm = choose_algorithm(self.input, self.output)
-        self.device, self.value_range, self.antialias = device, value_range, antialias
+        self.value_range, self.antialias = value_range, antialias
         self._detector = detector
 
     @property
     def detector(self) -> Detector:
-        """The input preset's detector, built on first use (loading MTCNN or dlib takes a while)."""
+        """The input preset's detector, as given."""
         if self._detector is None:
-            # Imported here: detect imports this module for dlib's mean face and the similarity fit.
-            from synthdb.faces.detect import make_detector
-
-            self._detector = make_detector(self.input.name, self.device)
+            raise SynthdbError(
+                f"cropping from {self.input.name} needs its detector: build the Cropper with "
+                f"detector=synthdb.zoo.detector(ctx, {self.input.name!r})"
+            )
         return self._detector
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, list[CropStatus]]:

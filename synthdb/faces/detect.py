@@ -8,7 +8,6 @@ substitute face. :func:`load_image` is the one way synthdb reads a photo.
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ import torch
 from PIL import Image, ImageOps
 
 from synthdb.errors import SynthdbError
-from synthdb.faces.align import (
+from synthdb.faces.geometry import (
     DLIB_MEAN_FACE_5,
     DLIB_MEAN_MOUTH,
     DLIB_MEAN_NOSE_TIP,
@@ -64,21 +63,6 @@ def _check_images(images: Sequence[np.ndarray]) -> None:
     for i, img in enumerate(images):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"image {i}: expected uint8 (H, W, 3) RGB, got {img.dtype} {img.shape}")
-
-
-def model_file(name: str) -> Path:
-    """A file of the installed face-recognition-models package, found without importing it.
-
-    Importing the package fails with setuptools >= 81 (its __init__ imports pkg_resources).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SynthdbError(f"face-recognition-models is not installed (it ships {name}): "
-                           "pip install face-recognition-models")
-    path = Path(spec.submodule_search_locations[0]) / "models" / name
-    if not path.is_file():
-        raise SynthdbError(f"{path} is missing: reinstall face-recognition-models")
-    return path
 
 
 class Detector(ABC):
@@ -207,7 +191,9 @@ class DlibDetector(Detector):
 
     name = "dlib"
 
-    def __init__(self, *, upsample: int = 1, landmarks: int = 5) -> None:
+    def __init__(self, shape_predictor: str | Path, *, upsample: int = 1, landmarks: int = 5) -> None:
+        """``shape_predictor``: dlib's ``shape_predictor_{5,68}_face_landmarks.dat`` for ``landmarks`` points
+        (:func:`synthdb.zoo.detector` finds the installed one)."""
         try:
             import dlib
         except ImportError as e:
@@ -215,7 +201,7 @@ class DlibDetector(Detector):
         if landmarks not in (5, 68):
             raise ValueError(f"landmarks must be 5 or 68, got {landmarks}")
         self._detector = dlib.get_frontal_face_detector()
-        self._shape = dlib.shape_predictor(str(model_file(f"shape_predictor_{landmarks}_face_landmarks.dat")))
+        self._shape = dlib.shape_predictor(str(shape_predictor))
         self.upsample, self.landmarks = upsample, landmarks
 
     def detect(self, images: Sequence[np.ndarray]) -> list[ImageFaces]:
@@ -236,12 +222,3 @@ class DlibDetector(Detector):
         except RuntimeError as e:
             return ImageFaces(error=f"dlib failed: {e}", size=img.shape[:2])
         return ImageFaces(sort_largest_first(faces), size=img.shape[:2])
-
-
-def make_detector(name: str, device: str | torch.device = "cpu") -> Detector:
-    """The detector behind a ``detector`` crop preset (``mtcnn`` or ``dlib``)."""
-    if name == "mtcnn":
-        return MtcnnDetector(device)
-    if name == "dlib":
-        return DlibDetector()
-    raise SynthdbError(f"unknown detector {name!r}: choose mtcnn or dlib")

@@ -11,45 +11,23 @@ that to push latents through G, the crop and this network.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from synthdb.nets.cards import ModelCard, build_embedder, get_card
-
-DEFAULT_EMBEDDER = "dlib-resnet"
-_COS_CLAMP = 1.0 - 1e-7  # keeps arccos and its gradient finite for identical vectors
-
-
-def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise angles in radians between the rows of ``a`` (N, D) and ``b`` (M, D): (N, M).
-
-    This is the identity distance of the reference papers (ICT 1.4 rad is cosine 0.17).
-    """
-    a = torch.nn.functional.normalize(a, dim=-1)
-    b = torch.nn.functional.normalize(b, dim=-1)
-    return torch.arccos((a @ b.T).clamp(-_COS_CLAMP, _COS_CLAMP))
+from synthdb.angles import angle
+from synthdb.nets.cards import ModelCard
 
 
 @dataclass
 class Embedder:
+    """A card's network with its weights on ``device``; :func:`synthdb.zoo.embedder` builds one by name.
+    ``distance`` is the angle in radians (:func:`synthdb.angles.angle`)."""
+
     card: ModelCard
     net: nn.Module
     device: torch.device
-
-    @classmethod
-    def load(
-        cls,
-        name: str = DEFAULT_EMBEDDER,
-        weights: str | Path | None = None,
-        device: str | torch.device = "cpu",
-    ) -> Embedder:
-        """Build the named embedder; ``weights`` is needed unless the card's weights ship with a package."""
-        card = get_card(name)
-        device = torch.device(device)
-        return cls(card=card, net=build_embedder(card, weights).to(device), device=device)
 
     @property
     def name(self) -> str:

@@ -9,13 +9,32 @@ two-point crop from the generator's framing into the embedder's preset, pixels i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from synthdb import zoo
+from synthdb.context import Context
 from synthdb.faces.align import fixed_crop, generator_preset
 from synthdb.faces.embed import Embedder
 from synthdb.nets.generator import Generator
+
+
+class PipelineParams(Protocol):
+    """What every generation algorithm's params say about its networks."""
+
+    generator: str
+    embedder: str
+    device: str
+    batch_size: int
+
+
+def load_pipeline(ctx: Context | None, params: PipelineParams) -> Pipeline:
+    """The params' generator and embedder, with weights from the workspace ``ctx`` the command runs in (never
+    from whatever workspace the current directory is in)."""
+    generator = zoo.generator(ctx, params.generator, params.device)
+    return Pipeline(generator, zoo.embedder(ctx, params.embedder, params.device), params.batch_size)
 
 
 class Pipeline:

@@ -22,15 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from synthdb import defaults
-from synthdb.catalog import runs
-from synthdb.catalog.datasets import dataset_id
+from synthdb import defaults, seeds
+from synthdb.analysis.vectors import load_vectors
+from synthdb.angles import angle
+from synthdb.catalog import datasets, runs
+from synthdb.catalog.schema import RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.faces.embed import Embedder, angle
-from synthdb.generate import distributed, runner, stats
-from synthdb.generate.image import load_generator
-from synthdb.generate.pipeline import Pipeline
+from synthdb.generate import distributed, stats, units
+from synthdb.generate.pipeline import Pipeline, load_pipeline
 from synthdb.progress import progress_bar
 from synthdb.store import parquet
 from synthdb.store.commit import TableSpec, commit
@@ -74,7 +74,7 @@ class ReferenceParams:
     generator: str = defaults.GENERATOR
     embedder: str = defaults.EMBEDDER
     ict: float | None = None
-    truncation: float = 0.7
+    truncation: float = defaults.TRUNCATION
     seed: int = 0
     batch_size: int = 8
     avoid: str | None = None
@@ -85,8 +85,8 @@ class ReferenceParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceParams:
         data = dict(data)
-        data["langevin"] = runner.params_from(LangevinParams, data.get("langevin", {}))
-        return runner.params_from(cls, data)
+        data["langevin"] = units.params_from(LangevinParams, data.get("langevin", {}))
+        return units.params_from(cls, data)
 
     def resolved(self) -> ReferenceParams:
         """A copy with every network-dependent default filled in (:mod:`synthdb.defaults`)."""
@@ -121,7 +121,7 @@ def _latents(
 ) -> tuple[Tensor, Tensor]:
     """(z, w) of the given draws: z of draw k from its own seed, so any subset reproduces."""
     gen = pipeline.generator
-    z = torch.cat([torch.randn(1, gen.z_dim, generator=runner.rng(seed, stream, k)) for k in indices])
+    z = torch.cat([torch.randn(1, gen.z_dim, generator=seeds.rng(seed, stream, k)) for k in indices])
     with torch.no_grad():
         w = gen.mapping(z.to(gen.device), truncation_psi=truncation)
     return z, w
@@ -141,7 +141,7 @@ def _commit_references(
 ) -> None:
     labels = [label(first + k) for k in range(len(w))]
     latent = {"w": w.cpu().numpy()} | ({"z": z.cpu().numpy()} if z is not None else {})
-    runner.commit_generated(
+    units.commit_generated(
         ctx,
         pipeline,
         dataset,
@@ -149,17 +149,11 @@ def _commit_references(
         unit,
         labels,
         ["reference"] * len(labels),
-        "reference",
+        SampleRole.REFERENCE,
         latent,
         e.cpu().numpy(),
         tables,
     )
-
-
-def load_pipeline(params: ReferenceParams | Any) -> Pipeline:
-    generator = load_generator(params.generator, device=params.device)
-    embedder = Embedder.load(params.embedder, device=params.device)
-    return Pipeline(generator, embedder, params.batch_size)
 
 
 def generate_references(
@@ -177,25 +171,25 @@ def generate_references(
                 f"{params.algorithm} references run in one process: start them without torchrun "
                 "(only langevin couples all identities)"
             )
-        pipeline = load_pipeline(replace(params, device=device))
+        pipeline = load_pipeline(ctx, replace(params, device=device))
         avoid = None
         if params.avoid:
-            _, _, vectors = runner.dataset_vectors(
-                ctx, dataset_id(ctx.catalog, params.avoid), "embedding", pipeline.embedder.name, "embedding"
-            )
+            vectors = load_vectors(ctx, params.avoid, pipeline.embedder.name).by_sample().vectors
             avoid = torch.from_numpy(vectors).to(pipeline.generator.device)
         if not group.leader:
             run_id, _ = group.share()  # the run and dataset rank 0 opens below
             _langevin(ctx, pipeline, params, -1, run_id, set(), avoid, True, group)
             return run_id
-        with runner.run_scope(
-            ctx, "references", params.algorithm, asdict(params), params.seed, run_id
+        with runs.recorded_run(
+            ctx.catalog, RunKind.REFERENCES, params.algorithm, asdict(params), params.seed, resume=run_id
         ) as run_id:
             attributes = {"generator": pipeline.generator.describe(), "embedder": pipeline.embedder.name}
             run_id, dataset = group.share(
-                lambda: (run_id, runner.output_dataset(ctx, params.name, run_id, attributes, False))
+                lambda: (
+                    run_id, datasets.output_dataset(ctx.catalog, params.name, run_id, attributes, False)
+                )
             )
-            done = runner.done_units(ctx, run_id)
+            done = units.done_units(ctx, run_id)
             if params.algorithm == "langevin":
                 summary = _langevin(ctx, pipeline, params, dataset, run_id, done, avoid, quiet, group)
             else:
@@ -244,7 +238,7 @@ def _ict(
     n, b = params.num_identities, params.batch_size
     accepted = [
         torch.from_numpy(parquet.read_vectors(path, "embedding")[2].copy())
-        for _unit, path in runner.unit_shards(ctx, run_id, "embedding")
+        for _unit, path in units.unit_shards(ctx, run_id, ShardContent.EMBEDDING)
     ]
     kept = torch.cat(accepted) if accepted else torch.zeros(0, pipeline.embedder.dims)
     batch = len([u for u in done if u.startswith("cand/")])
@@ -350,7 +344,7 @@ def langevin_step(
         )
     f_int = -split.gather(grad)
     f_lat = lp.latent_force * (pipeline.w_avg - w)
-    xi = lp.random_force * torch.randn(w.shape, generator=runner.rng(params.seed, "langevin", t)).to(w.device)
+    xi = lp.random_force * torch.randn(w.shape, generator=seeds.rng(params.seed, "langevin", t)).to(w.device)
     drift = f_int + f_lat
     if lp.timestep < 0:
         w_min = float(stats.pair_values(w, "euclid").min()) if len(w) > 1 else 1.0
@@ -403,7 +397,7 @@ def _langevin(
                     unit=f"iter/{t:06d}",
                     shards=[],
                     tables=[
-                        TableSpec("checkpoint", pipeline.generator.name, {"w": w.cpu().numpy()}),
+                        TableSpec(ShardContent.CHECKPOINT, pipeline.generator.name, {"w": w.cpu().numpy()}),
                         stats.table(pending),
                     ],
                 )
@@ -428,7 +422,7 @@ def _langevin_state(
     (_, None) when the run has finished."""
     if "iter/final" in done:
         return params.langevin.iterations + 1, None
-    checkpoints = runner.unit_shards(ctx, run_id, "checkpoint")
+    checkpoints = units.unit_shards(ctx, run_id, ShardContent.CHECKPOINT)
     if not checkpoints:
         return 0, _latents(pipeline, params.seed, range(params.num_identities), params.truncation, "z")[
             1

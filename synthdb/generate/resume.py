@@ -1,6 +1,6 @@
 """``synthdb runs resume ID``: rebuild a generation run from its stored params and continue it.
 
-The committed units tell the algorithm what is done (see :mod:`synthdb.generate.runner`), so resuming
+The committed units tell the algorithm what is done (see :mod:`synthdb.generate.units`), so resuming
 is calling the algorithm again with the same params, seed and run id. A Langevin run resumes under
 torchrun too, with any number of ranks (every rank calls this; rank 0 reopens the run, see
 :mod:`synthdb.generate.distributed`).
@@ -9,9 +9,10 @@ torchrun too, with any number of ranks (every rank calls this; rank 0 reopens th
 from __future__ import annotations
 
 from synthdb.catalog.runs import get_run
+from synthdb.catalog.schema import RunKind, RunStatus
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate.runner import params_from
+from synthdb.generate.units import params_from
 
 
 def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
@@ -20,14 +21,14 @@ def resume_run(ctx: Context, run_id: int, quiet: bool = True) -> str:
     from synthdb.generate.variations import VariationParams, generate_variations
 
     run = get_run(ctx.catalog, run_id)
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         raise SynthdbError(f"run {run_id} has succeeded already: nothing to resume")
-    if run.kind == "references":
+    if run.kind == RunKind.REFERENCES:
         generate_references(ctx, ReferenceParams.from_dict(run.params), run_id, quiet)
-    elif run.kind == "variations":
+    elif run.kind == RunKind.VARIATIONS:
         shard = (run.shard_index or 0, run.shard_count or 1)
         generate_variations(ctx, params_from(VariationParams, run.params, run_id), run_id, shard, quiet)
-    elif run.kind == "project":
+    elif run.kind == RunKind.PROJECT:
         from synthdb.latent.project import ProjectionParams, project
 
         shard = (run.shard_index or 0, run.shard_count or 1)

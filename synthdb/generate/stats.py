@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthdb.faces.embed import angle
+from synthdb.angles import angle
+from synthdb.catalog.schema import ShardContent
 from synthdb.store.commit import TableSpec
 
 
@@ -78,4 +79,4 @@ def columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
 
 def table(rows: list[dict[str, float]]) -> TableSpec:
     """Per-iteration (or per-batch) statistics rows as a ``stats`` shard of the unit that made them."""
-    return TableSpec("stats", None, columns(rows))
+    return TableSpec(ShardContent.STATS, None, columns(rows))

@@ -29,14 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from synthdb import defaults
-from synthdb.catalog import runs
-from synthdb.catalog.datasets import dataset_id
+from synthdb import defaults, seeds
+from synthdb.analysis.vectors import load_vectors
+from synthdb.angles import rowwise_angle
+from synthdb.catalog import datasets, runs, samples
+from synthdb.catalog.schema import RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate import runner, stats
-from synthdb.generate.pipeline import Pipeline
-from synthdb.generate.references import load_pipeline
+from synthdb.generate import stats, units
+from synthdb.generate.pipeline import Pipeline, load_pipeline
 from synthdb.latent.directions import COVARIATES
 from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels
 from synthdb.progress import progress_bar
@@ -112,12 +113,6 @@ class VariationParams:
             raise SynthdbError("--num-variations, --batch-size, --identities-per-unit must be >= 1")
 
 
-def rowwise_angle(a: Tensor, b: Tensor) -> Tensor:
-    """Angle (radians) between matching rows of a and b, differentiable with finite gradients."""
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
-    return torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
-
-
 def latent_repulsion(w: Tensor, k: float, radius: float) -> Tensor:
     """F^w of U = sum_{a<b} [D_ab < r] k (r - D_ab)^2 / 2 within each identity, closed form: (I, A, w_dim).
     (The reference used autograd on cdist, whose gradient at a == b is undefined.)"""
@@ -142,10 +137,10 @@ def dispersion_unit(
     dev = w_ref.device
     init = []
     for i, lab in enumerate(labels):
-        noise = torch.randn(a, w_ref.shape[1], generator=runner.rng(p.seed, "init", lab))
+        noise = torch.randn(a, w_ref.shape[1], generator=seeds.rng(p.seed, "init", lab))
         start = w_ref[i].cpu() + p.initial_noise * noise
         if offsets is not None:
-            u = torch.rand(a, len(offsets), generator=runner.rng(p.seed, "disco", lab)) - 0.5
+            u = torch.rand(a, len(offsets), generator=seeds.rng(p.seed, "disco", lab)) - 0.5
             start = start + u @ offsets
         init.append(start)
     w = torch.stack(init).to(dev)
@@ -163,7 +158,7 @@ def dispersion_unit(
         f_w = latent_repulsion(w, p.latent_coefficient, p.latent_radius)
         f_g = p.global_coefficient * (w_avg - w)
         xi = torch.stack(
-            [torch.randn(a, dim, generator=runner.rng(p.seed, "noise", lab, t)) for lab in labels]
+            [torch.randn(a, dim, generator=seeds.rng(p.seed, "noise", lab, t)) for lab in labels]
         ).to(dev)
         force = f_e + f_w + f_g + xi
         if p.timestep < 0:
@@ -211,19 +206,20 @@ class References:
 
 def load_references(ctx: Context, name: str, pipeline: Pipeline) -> References:
     """Reference latents and stored embeddings (the anchors) of a dataset, one per identity, by label."""
-    ds = dataset_id(ctx.catalog, name)
-    space_w, space_e = pipeline.generator.name, pipeline.embedder.name
-    ids_w, ident, w = runner.dataset_vectors(ctx, ds, "latent", space_w, "w")
-    ids_e, _, e = runner.dataset_vectors(ctx, ds, "embedding", space_e, "embedding")
-    roles = runner.sample_roles(ctx, ids_w)
-    keep = np.array([roles[int(i)] == "reference" for i in ids_w])
+    latents = load_vectors(ctx, name, pipeline.generator.name, ShardContent.LATENT, "w").by_sample()
+    embeddings = load_vectors(ctx, name, pipeline.embedder.name).by_sample()
+    ids_w, ident, w = latents.sample_ids, latents.identity_ids, latents.vectors
+    ids_e, e = embeddings.sample_ids, embeddings.vectors
+    roles = units.sample_roles(ctx, ids_w)
+    keep = np.array([roles[int(i)] == SampleRole.REFERENCE for i in ids_w])
     if not np.array_equal(ids_w, ids_e):
         raise SynthdbError(
             f"dataset {name}: latents and embeddings cover different samples: run `synthdb fsck`"
         )
     if not keep.any():
         raise SynthdbError(f"dataset {name} has no reference samples: pass a references dataset")
-    labels = runner.identity_labels(ctx, ident[keep])
+    label_of = samples.identity_labels(ctx.catalog, ident[keep])
+    labels = [label_of[int(i)] for i in ident[keep]]
     order = np.argsort(labels, kind="stable")
     if len(set(labels)) != len(labels):
         raise SynthdbError(f"dataset {name} has several references per identity: pass one reference each")
@@ -245,7 +241,7 @@ def generate_variations(
     """Run (or, with ``run_id``, resume) one shard of a variations run; return the run id."""
     params.check()
     params = params.resolved()
-    pipeline = load_pipeline(params)
+    pipeline = load_pipeline(ctx, params)
     refs = load_references(ctx, params.references, pipeline)
     editor = None
     if params.directions and params.algorithm != "dispersion":
@@ -255,17 +251,17 @@ def generate_variations(
             editor.directions.require(COVARIATES, "covariates variations")
     offsets = editor.disco_offsets(params.scaling) if editor and params.algorithm == "disco" else None
     size = params.identities_per_unit
-    units = [(j, refs.labels[j : j + size]) for j in range(0, len(refs.labels), size)][shard[0] :: shard[1]]
+    batches = [(j, refs.labels[j : j + size]) for j in range(0, len(refs.labels), size)][shard[0] :: shard[1]]
     attributes = {"variations_of": params.references, "params": asdict(params)}
-    total = sum(len(labels) for _, labels in units)
-    with runner.run_scope(
-        ctx, "variations", params.algorithm, asdict(params), params.seed, run_id, shard
+    total = sum(len(labels) for _, labels in batches)
+    with runs.recorded_run(
+        ctx.catalog, RunKind.VARIATIONS, params.algorithm, asdict(params), params.seed, shard, resume=run_id
     ) as run_id:
-        dataset = runner.output_dataset(ctx, params.name, run_id, attributes, shared=True)
-        done = runner.done_units(ctx, run_id)
+        dataset = datasets.output_dataset(ctx.catalog, params.name, run_id, attributes, shared=True)
+        done = units.done_units(ctx, run_id)
         finished = 0
         with progress_bar(total, f"{params.algorithm} identities", quiet) as advance:
-            for start, labels in units:
+            for start, labels in batches:
                 unit = f"ids/{start:06d}"
                 if unit not in done:
                     pick = slice(start, start + len(labels))
@@ -300,7 +296,7 @@ def _commit_unit(
         if params.algorithm == "covariates"
         else [f"augmentation_{k}" for k in range(params.num_variations)]
     )
-    runner.commit_generated(
+    units.commit_generated(
         ctx,
         pipeline,
         dataset,
@@ -308,7 +304,7 @@ def _commit_unit(
         unit,
         [lab for lab in labels for _ in names],
         names * len(labels),
-        "variation",
+        SampleRole.VARIATION,
         {"w": w.reshape(-1, w.shape[-1]).cpu().numpy()},
         e.reshape(-1, e.shape[-1]).cpu().numpy(),
         [stats.table([{**row, "unit": unit} for row in rows])],

@@ -17,19 +17,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
+from synthdb.catalog import directions as direction_rows
 from synthdb.catalog.engine import Catalog
-from synthdb.catalog.schema import DirectionSet as DirectionSetRow
 from synthdb.errors import SynthdbError
 
 EXPRESSIONS = ("smile", "scream", "disgust", "squint", "surprise")
 """The expression directions, neutral vs each, in the reference's order."""
 COVARIATES = ("pose", "illumination", *EXPRESSIONS)
 """Every covariate a set can hold, in the order sets store them."""
-
-_table = DirectionSetRow.__table__
-
 
 @dataclass(frozen=True)
 class SideStats:
@@ -152,34 +148,23 @@ class DirectionSet:
     def save(self, catalog: Catalog) -> int:
         """Insert the set and return its row id; a taken name is an error (runs refer to sets by name,
         so a name never changes meaning)."""
-        try:
-            with catalog.begin() as conn:
-                check_name_free(conn, self.name)
-                return self._insert(conn)
-        except sa.exc.IntegrityError:  # another process saved the same name between check and insert
-            with catalog.engine.connect() as conn:
-                check_name_free(conn, self.name)
-            raise
-
-    def _insert(self, conn: sa.Connection) -> int:
-        return conn.execute(
-            sa.insert(_table).returning(_table.c.id),
-            {
-                "name": self.name,
-                "generator": self.generator,
-                "protocol": self.protocol,
-                "w_dim": self.w_dim,
-                "dataset_id": self.dataset_id,
-                "run_id": self.run_id,
-                "directions": [d.to_json() for d in self.directions],
-            },
-        ).scalar_one()
+        return direction_rows.insert(
+            catalog,
+            direction_rows.DirectionSetRow(
+                name=self.name,
+                generator=self.generator,
+                protocol=self.protocol,
+                w_dim=self.w_dim,
+                dataset_id=self.dataset_id,
+                run_id=self.run_id,
+                directions=[d.to_json() for d in self.directions],
+            ),
+        )
 
     @classmethod
     def load(cls, catalog: Catalog, name: str) -> DirectionSet:
         """The set called ``name``, or an error listing the sets that exist."""
-        with catalog.engine.connect() as conn:
-            row = conn.execute(sa.select(_table).where(_table.c.name == name)).first()
+        row = direction_rows.find(catalog, name)
         if row is None:
             known = ", ".join(s.name for s in list_sets(catalog)[:20]) or "none yet"
             raise SynthdbError(
@@ -196,12 +181,6 @@ class DirectionSet:
         )
 
 
-def check_name_free(conn: sa.Connection, name: str) -> None:
-    """Refuse a name a set has already (checked before long work, and again when saving)."""
-    if conn.execute(sa.select(_table.c.id).where(_table.c.name == name)).first() is not None:
-        raise SynthdbError(f"a direction set named '{name}' exists already: choose another --name")
-
-
 @dataclass(frozen=True)
 class SetInfo:
     """A direction set as listed: its name, generator, protocol and covariates."""
@@ -214,10 +193,7 @@ class SetInfo:
 
 def list_sets(catalog: Catalog) -> list[SetInfo]:
     """Every direction set in the catalog, by name."""
-    with catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(_table.c.name, _table.c.generator, _table.c.protocol, _table.c.directions).order_by(
-                _table.c.name
-            )
-        ).all()
-    return [SetInfo(r.name, r.generator, r.protocol, [d["name"] for d in r.directions]) for r in rows]
+    return [
+        SetInfo(r.name, r.generator, r.protocol, [d["name"] for d in r.directions])
+        for r in direction_rows.every_set(catalog)
+    ]

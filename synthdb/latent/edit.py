@@ -33,9 +33,9 @@ from torch import Tensor
 
 from synthdb.catalog.engine import Catalog
 from synthdb.errors import SynthdbError
-from synthdb.generate.image import REFERENCE_NAMES
 from synthdb.latent.directions import COVARIATES, EXPRESSIONS, DirectionSet
-from synthdb.store.hdf5 import Sample, read_sample, write_sample
+from synthdb.store.hdf5 import H5Sample, read_sample, write_sample
+from synthdb.zoo import REFERENCE_NAMES
 
 BINARY_STEPS = 6
 
@@ -173,7 +173,7 @@ def edit_sample_file(
     out = Path(out)
     write_sample(
         out,
-        Sample(
+        H5Sample(
             w_latent=np.asarray(w, dtype=np.float32),
             c_label=sample.c_label,
             network_type=sample.network_type or generator,

@@ -55,42 +55,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from synthdb import defaults
-from synthdb.catalog import runs
-from synthdb.catalog.datasets import dataset_id
-from synthdb.catalog.schema import (
-    Dataset,
-    GroupMember,
-    Identity,
-    Protocol,
-    ProtocolGroup,
-    Sample,
-    SampleIssue,
-)
+from synthdb import defaults, seeds, zoo
+from synthdb.catalog import datasets, issues, runs, samples
+from synthdb.catalog import protocols as protocol_rows
+from synthdb.catalog.datasets import dataset_id, get_dataset
+from synthdb.catalog.schema import RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.align import Cropper, CropPreset, fixed_crop, generator_preset, resize
 from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
-from synthdb.generate import runner
-from synthdb.generate.image import load_generator, to_uint8
-from synthdb.models import weights_path
 from synthdb.nets import lpips
-from synthdb.nets.cards import get_card
-from synthdb.nets.generator import Generator
+from synthdb.nets.generator import Generator, to_uint8
 from synthdb.progress import progress_bar
 from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 
 SPACES = ("w", "w+")
 PERCEPTUAL = ("lpips", "embedder")
-#: the cards of LPIPS VGG16's two files: the trunk, then the heads
-LPIPS_CARDS = ("vgg16-imagenet", "lpips-vgg-v0.1")
 #: images larger than this are area-resized to it before LPIPS (reference spec 9.1, step 6)
 LPIPS_SIZE = 256
 #: per-step loss terms recorded in the stats shard, per target
@@ -121,12 +107,12 @@ class ProjectionParams:
     space: str = "w"
     steps: int = 1000
     crop: bool = False
-    detector: str = "dlib"
+    detector: str = defaults.PROJECTION_DETECTOR
     seed: int = 0
     batch_size: int = 8
     w_avg_samples: int = 10000
     start_wavg: bool = True
-    truncation: float = 0.7
+    truncation: float = defaults.TRUNCATION
     initial_learning_rate: float = 0.1
     constant_learning_rate: bool = False
     lr_rampdown_length: float = 0.25
@@ -167,7 +153,7 @@ def learning_rate(params: ProjectionParams, t: float) -> float:
 
 def w_statistics(generator: Generator, samples: int, seed: int) -> tuple[Tensor, float]:
     """(mean w, sigma_w) of ``samples`` untruncated mappings: sigma_w = sqrt(mean ||w - mean||^2)."""
-    z = torch.randn(samples, generator.z_dim, generator=runner.rng(seed, "w_stats"))
+    z = torch.randn(samples, generator.z_dim, generator=seeds.rng(seed, "w_stats"))
     with torch.no_grad():
         w = torch.cat([generator.mapping(c.to(generator.device)) for c in z.split(4096)]).double()
     mean = w.mean(0)
@@ -235,42 +221,33 @@ class LpipsFeatures:
 Perceptual = EmbedderFeatures | LpipsFeatures
 
 
-def lpips_weights(ctx: Context) -> dict[str, Path | None]:
-    """Card name -> its weights file in the workspace (None: not added), for LPIPS's two cards."""
-    return {name: weights_path(ctx, get_card(name)) for name in LPIPS_CARDS}
-
-
-def lpips_files(ctx: Context) -> list[Path]:
-    """The workspace's LPIPS files (trunk, heads); the error names the missing cards and how to add them."""
-    found = lpips_weights(ctx)
-    if missing := [name for name, path in found.items() if path is None]:
-        raise SynthdbError(
-            f"--perceptual lpips needs the weights of {' and '.join(missing)}: add them with "
-            f"`synthdb models add {missing[0]} --file PATH` (the card, `synthdb models show {missing[0]}`, "
-            "says where to get it), or use --perceptual embedder"
-        )
-    return [path for path in found.values() if path is not None]
+def lpips_ready(ctx: Context) -> bool:
+    """Whether the workspace has both LPIPS files (its VGG16 trunk and its heads)."""
+    return all(zoo.weights_path(ctx, name) is not None for name in zoo.LPIPS_CARDS)
 
 
 def choose_perceptual(ctx: Context, params: ProjectionParams) -> ProjectionParams:
     """``params`` with its perceptual loss decided: by default lpips when both its files are in the
     workspace, else embedder; an explicit lpips without them is an error."""
     if params.perceptual is None:
-        ready = all(path is not None for path in lpips_weights(ctx).values())
-        return replace(params, perceptual="lpips" if ready else "embedder")
-    if params.perceptual == "lpips":
-        lpips_files(ctx)  # fail before the run starts
+        return replace(params, perceptual="lpips" if lpips_ready(ctx) else "embedder")
+    if params.perceptual == "lpips" and not lpips_ready(ctx):
+        missing = [name for name in zoo.LPIPS_CARDS if zoo.weights_path(ctx, name) is None]
+        raise SynthdbError(
+            f"--perceptual lpips needs the weights of {' and '.join(missing)}: add them with "
+            f"`synthdb models add {missing[0]} --file PATH` (the card, `synthdb models show {missing[0]}`, "
+            "says where to get it), or use --perceptual embedder"
+        )
     return params
 
 
 def load_perceptual(ctx: Context, params: ProjectionParams, generator: Generator) -> Perceptual:
-    """The feature extractor of a run whose perceptual loss is decided (:func:`choose_perceptual`)."""
+    """The feature extractor of a run whose perceptual loss is decided (:func:`choose_perceptual`), its
+    networks from the workspace ``ctx``."""
     if params.perceptual == "lpips":
-        trunk, heads = lpips_files(ctx)
-        net = lpips.LPIPS.from_files(trunk, heads, get_card(LPIPS_CARDS[1]).sha256, params.device)
-        return LpipsFeatures(net)
+        return LpipsFeatures(zoo.perceptual(ctx, params.device))
     return EmbedderFeatures(
-        Embedder.load(params.embedder, device=params.device),
+        zoo.embedder(ctx, params.embedder, params.device),
         generator_preset(generator.framing, generator.img_resolution),
     )
 
@@ -370,7 +347,7 @@ class Projector:
         p, gen = self.params, self.generator
         dev = gen.device
         target = targets.to(dev, torch.float32)
-        draws = [runner.rng(p.seed, "project", key) for key in keys]
+        draws = [seeds.rng(p.seed, "project", key) for key in keys]
         n = len(keys)
         with torch.no_grad():
             target_features = self.features(target) if p.perceptual_weight else []
@@ -475,52 +452,40 @@ def dataset_targets(ctx: Context, name: str, protocols: Sequence[str], group: st
     """The samples of ``name`` to project, by sample id: all of them, or the members of ``group``
     (default ``train``; ``all``: every group) of ``protocols`` (default: every protocol of the
     dataset when only a group is given)."""
-    ds = dataset_id(ctx.catalog, name)
-    sample, ident = Sample.__table__, Identity.__table__
-    protocol, pgroup, member = Protocol.__table__, ProtocolGroup.__table__, GroupMember.__table__
-    with ctx.catalog.engine.connect() as conn:
-        root = conn.execute(sa.select(Dataset.__table__.c.root).where(Dataset.__table__.c.id == ds)).scalar()
-        query = (
-            sa.select(sample.c.id, sample.c.key, sample.c.path, ident.c.label)
-            .select_from(sample.outerjoin(ident, ident.c.id == sample.c.identity_id))
-            .where(sample.c.dataset_id == ds)
-            .order_by(sample.c.id)
-        )
-        if protocols or group:
-            known = dict(
-                conn.execute(
-                    sa.select(protocol.c.name, protocol.c.id).where(protocol.c.dataset_id == ds)
-                ).all()
-            )
-            if missing := [p for p in protocols if p not in known]:
-                raise SynthdbError(
-                    f"dataset {name} has no protocol {', '.join(missing)} "
-                    f"(it has: {', '.join(sorted(known)) or 'none'}): check --protocol"
-                )
-            chosen = [known[p] for p in protocols] if protocols else list(known.values())
-            groups = sa.select(pgroup.c.id).where(pgroup.c.protocol_id.in_(chosen))
-            wanted = group or "train"
-            if wanted != "all":
-                names = set(
-                    conn.execute(sa.select(pgroup.c.name).where(pgroup.c.protocol_id.in_(chosen))).scalars()
-                )
-                if wanted not in names:
-                    raise SynthdbError(
-                        f"the protocols of {name} have no group {wanted!r} "
-                        f"(they have: {', '.join(sorted(names)) or 'none'}, or all): check --group"
-                    )
-                groups = groups.where(pgroup.c.name == wanted)
-            members = sa.select(member.c.sample_id).where(member.c.group_id.in_(groups))
-            query = query.where(sample.c.id.in_(members))
-        rows = conn.execute(query).all()
+    dataset = get_dataset(ctx.catalog, name)
+    in_groups = _chosen_groups(ctx, dataset.id, name, protocols, group) if protocols or group else None
+    rows = list(samples.listing(ctx.catalog, dataset.id, in_groups))
     if not rows:
         raise SynthdbError(f"the selection of dataset {name} holds no samples: check --protocol / --group")
-    if root is None or any(r.path is None for r in rows):
+    if dataset.root is None or any(r.path is None for r in rows):
         raise SynthdbError(
             f"dataset {name} has samples without image files (latent-only): render them first "
             "(`synthdb generate images`) or project a dataset of images"
         )
-    return [Target(r.key, Path(root) / r.path, r.id, r.label) for r in rows]
+    return [Target(r.key, Path(dataset.root) / r.path, r.id, r.identity) for r in rows]
+
+
+def _chosen_groups(
+    ctx: Context, dataset: int, name: str, protocols: Sequence[str], group: str | None
+) -> list[int]:
+    """Ids of the protocol groups whose members are projected (see :func:`dataset_targets`)."""
+    known = protocol_rows.protocols_of(ctx.catalog, dataset)
+    if missing := [p for p in protocols if p not in known]:
+        raise SynthdbError(
+            f"dataset {name} has no protocol {', '.join(missing)} "
+            f"(it has: {', '.join(sorted(known)) or 'none'}): check --protocol"
+        )
+    chosen = [known[p] for p in protocols] if protocols else list(known.values())
+    groups = protocol_rows.groups_of(ctx.catalog, chosen)
+    wanted = group or "train"
+    if wanted == "all":
+        return [group_id for ids in groups.values() for group_id in ids]
+    if wanted not in groups:
+        raise SynthdbError(
+            f"the protocols of {name} have no group {wanted!r} "
+            f"(they have: {', '.join(sorted(groups)) or 'none'}, or all): check --group"
+        )
+    return groups[wanted]
 
 
 def load_targets(
@@ -562,16 +527,10 @@ def load_targets(
 
 def _done(ctx: Context, dataset: int, source: int | None, name: str) -> set[str]:
     """Keys already projected into the output dataset, and source keys with a recorded issue."""
-    sample, issue = Sample.__table__, SampleIssue.__table__
-    with ctx.catalog.engine.connect() as conn:
-        keys = set(conn.execute(sa.select(sample.c.key).where(sample.c.dataset_id == dataset)).scalars())
-        if source is not None:
-            rows = conn.execute(
-                sa.select(sample.c.key, issue.c.detail)
-                .join(sample, sample.c.id == issue.c.sample_id)
-                .where(sample.c.dataset_id == source)
-            ).all()
-            keys |= {key for key, detail in rows if (detail or {}).get("projection") == name}
+    keys = samples.sample_keys(ctx.catalog, dataset)
+    if source is not None:
+        found = issues.details_by_key(ctx.catalog, source)
+        keys |= {key for key, detail in found if detail.get("projection") == name}
     return keys
 
 
@@ -584,14 +543,25 @@ def _params_key(params: ProjectionParams) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class ProjectionRun:
+    """What :func:`project` did: its run, this shard's targets, how many it projected (the others were
+    done before) and the perceptual loss it used (chosen when the run started)."""
+
+    run_id: int
+    targets: int
+    projected: int
+    perceptual: str
+
+
 def project(
     ctx: Context,
     params: ProjectionParams,
     run_id: int | None = None,
     shard: tuple[int, int] = (0, 1),
     quiet: bool = True,
-) -> int:
-    """Run (or, with ``run_id``, resume) one shard of a projection run; return the run id."""
+) -> ProjectionRun:
+    """Run (or, with ``run_id``, resume) one shard of a projection run."""
     params.check()
     params = choose_perceptual(ctx, params)
     source = dataset_id(ctx.catalog, params.dataset) if params.dataset else None
@@ -604,9 +574,11 @@ def project(
     units = [(j, targets[j : j + size]) for j in range(0, len(targets), size)][shard[0] :: shard[1]]
     total = sum(len(batch) for _, batch in units)
     attributes = {"projection_of": params.dataset or "images", "params": _params_key(params)}
-    with runner.run_scope(ctx, "project", params.space, asdict(params), params.seed, run_id, shard) as run_id:
-        dataset = runner.output_dataset(
-            ctx, params.name, run_id, attributes, shared=True, source="projection"
+    with runs.recorded_run(
+        ctx.catalog, RunKind.PROJECT, params.space, asdict(params), params.seed, shard, resume=run_id
+    ) as run_id:
+        dataset = datasets.output_dataset(
+            ctx.catalog, params.name, run_id, attributes, shared=True, source="projection"
         )
         done = _done(ctx, dataset, source, params.name)
         pending = [(start, [t for t in batch if t.key not in done], len(batch)) for start, batch in units]
@@ -617,7 +589,7 @@ def project(
         runs.set_summary(
             ctx.catalog, run_id, {"dataset": params.name, "targets": total, "projected": projected}
         )
-    return run_id
+    return ProjectionRun(run_id, total, projected, str(params.perceptual))
 
 
 def _project_units(
@@ -630,12 +602,13 @@ def _project_units(
     quiet: bool,
 ) -> int:
     """Project and commit each unit's pending targets; return how many were projected."""
-    generator = load_generator(params.generator, ctx.ws.root, params.device)
+    generator = zoo.generator(ctx, params.generator, params.device)
     projector = Projector(generator, load_perceptual(ctx, params, generator), params)
     cropper = (
         Cropper(
             params.detector,
             generator_preset(generator.framing, generator.img_resolution),
+            detector=zoo.detector(ctx, params.detector, params.device),
             value_range=(0.0, 255.0),
         )
         if params.crop
@@ -680,25 +653,19 @@ def _commit_unit(
 ) -> None:
     """One unit's projections (samples, latent shard, per-step losses) and the issues of the targets
     that could not be projected, in one transaction."""
-    issues = [
-        {
-            "sample_id": target.sample_id,
-            "run_id": run_id,
-            "space": generator.name,
-            "kind": issue["kind"],
-            "detail": {**issue["detail"], "projection": params.name},
-        }
+    problems = [
+        issues.Issue(
+            target.sample_id,
+            issue["kind"],
+            {**issue["detail"], "projection": params.name},
+            generator.name,
+            run_id,
+        )
         for target, issue in failed
         if target.sample_id is not None
     ]
-
-    def record(conn: sa.Connection) -> None:
-        if issues:
-            conn.execute(sa.insert(SampleIssue.__table__), issues)
-
     if result is None:
-        with ctx.catalog.begin() as conn:
-            record(conn)
+        issues.record(ctx.catalog, problems)
         return
     steps = result.history["loss"].shape[0]
     keys = [t.key for t in ok]
@@ -717,7 +684,7 @@ def _commit_unit(
         unit=unit,
         samples=NewSamples(
             keys=keys,
-            role="projection",
+            role=SampleRole.PROJECTION,
             identity_labels=[t.identity for t in ok] if with_identity else None,
             labels=["projection"] * len(ok),
             attributes=[
@@ -730,7 +697,7 @@ def _commit_unit(
                 for t, loss in zip(ok, result.final_loss, strict=True)
             ],
         ),
-        shards=[ShardSpec("latent", generator.name, {column: result.w.cpu().numpy()})],
-        tables=[TableSpec("stats", generator.name, stats)],
-        extra=record,
+        shards=[ShardSpec(ShardContent.LATENT, generator.name, {column: result.w.cpu().numpy()})],
+        tables=[TableSpec(ShardContent.STATS, generator.name, stats)],
+        issues=problems,
     )

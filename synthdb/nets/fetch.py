@@ -31,9 +31,10 @@ READ_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
 
-def fetch_weights(card: ModelCard, models_dir: str | Path, progress: bool = True, *,
+def fetch_weights(card: ModelCard, dest: str | Path, progress: bool = True, *,
                   connect_timeout: float = CONNECT_TIMEOUT_S) -> Path:
-    """``models_dir/card.file``, downloaded from ``card.url`` unless a copy with the card's sha256 is there.
+    """``dest`` (where :mod:`synthdb.zoo` keeps the card's file), downloaded from ``card.url`` unless a copy
+    with the card's sha256 is there.
 
     Without a card sha256 an existing file is trusted as is (nothing to compare it with).
     """
@@ -43,11 +44,10 @@ def fetch_weights(card: ModelCard, models_dir: str | Path, progress: bool = True
     if not card.url:
         raise SynthdbError(f"{card.name} has no download URL: copy {card.file} onto this machine and run "
                            f"`synthdb models add {card.name} --file PATH`")
-    models_dir = Path(models_dir)
-    dest = models_dir / card.file
+    dest = Path(dest)
     if dest.is_file() and (not card.sha256 or sha256_hex(dest) == card.sha256):
         return dest
-    models_dir.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     _probe(card, connect_timeout)
     request = urllib.request.Request(card.url, headers={"User-Agent": "synthdb"})
     try:

@@ -14,7 +14,7 @@ translate an NVIDIA pickle of it; ``Generator.load`` accepts
 - a file: an NVIDIA network pickle (read by :mod:`synthdb.nets.pickles`, never executed), a file written
   by :meth:`Generator.save` or a rosinality/stylegan2-pytorch checkpoint (translated by
   :mod:`synthdb.nets.rosinality`; both ``torch.load(weights_only=True)``);
-- a generator model card name, whose file is looked up in a models directory.
+- (model card names are resolved by :mod:`synthdb.zoo`, which finds their files and calls :meth:`from_file`).
 
 StyleGAN3 and EG3D plug in by adding an :class:`Architecture` to :data:`ARCHITECTURES` (and tiny
 configurations to :data:`TINY`); nothing else here is specific to StyleGAN2.
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -441,39 +442,17 @@ class Generator(nn.Module):
         return cls(network, arch.name, config.kwargs, name=name, untrained=True)
 
     @classmethod
-    def load(cls, spec: str | Path, models_dir: str | Path | None = None) -> Generator:
-        """A tiny configuration name, a file path, or a generator model card name (its file is looked up in
-        ``models_dir``)."""
+    def load(cls, spec: str | Path) -> Generator:
+        """A tiny configuration name or a generator file; model cards are loaded by :func:`synthdb.zoo.load`,
+        which knows where a workspace keeps their weights."""
         if isinstance(spec, str) and spec in TINY:
             return cls.tiny(spec)
-        path = Path(spec)
-        if path.is_file():
-            return cls.from_file(path)
-        from synthdb.nets.cards import get_card, list_cards, locate_weights  # cards import every embedder
-
-        names = [*TINY, *(c.name for c in list_cards("generator"))]
-        if str(spec) not in names:
-            raise SynthdbError(f"no generator {str(spec)!r}: not a file, and not one of {', '.join(names)}")
-        card = get_card(str(spec))
-        if card.embedded:
-            generator = cls.from_file(locate_weights(card), name=card.name, architecture=card.architecture)
-            generator.framing = card.preset
-            return generator
-        if models_dir is None:
+        if not Path(spec).is_file():
             raise SynthdbError(
-                f"{card.name}'s weights ({card.file}) are looked up in a workspace's models "
-                f"directory: run `synthdb models fetch {card.name}` in a workspace and pass it "
-                "(-w DIR), or pass the file's path"
+                f"no generator file {str(spec)!r}, and not one of {', '.join(TINY)}: pass a file, a tiny "
+                "configuration, or load a model card with synthdb.zoo.load"
             )
-        weights = Path(models_dir) / card.file
-        if not weights.is_file():
-            raise SynthdbError(
-                f"{weights} does not exist: fetch it (`synthdb models fetch {card.name}`) or "
-                f"copy it (`synthdb models add {card.name} --file PATH`)"
-            )
-        generator = cls.from_file(weights, name=card.name, architecture=card.architecture)
-        generator.framing = card.preset
-        return generator
+        return cls.from_file(spec)
 
     @classmethod
     def from_file(cls, path: str | Path, name: str = "", architecture: str | None = None) -> Generator:
@@ -570,6 +549,13 @@ class Generator(nn.Module):
             raise SynthdbError(f"{path}: its DCGAN generator cannot be rebuilt ({error})") from None
         arch = ARCHITECTURES["dcgan"]
         return cls(_build(arch, kwargs, state, path), arch.name, kwargs)
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Generator images (N, 3, H, W) in [-1, 1] as (N, H, W, 3) uint8, rounded to the nearest level and
+    clipped (the reference truncated, so a saved image was not the image of its latent)."""
+    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
 
 
 def _detect(record: PickledModule, path: Path) -> Architecture:

@@ -36,14 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    leads_out,
-    read_metadata,
-    sorted_listing,
-    subfolders,
-)
+from synthdb.sources.entries import DirectorySource, Entry
+from synthdb.sources.listing import leads_out, read_metadata, sorted_listing, subfolders
 
 METADATA_FILE = "ffhq-dataset-v2.json"
 REFETCH = f"put {METADATA_FILE} (from NVlabs/ffhq-dataset) in the FFHQ root"

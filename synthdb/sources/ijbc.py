@@ -25,15 +25,12 @@ is counted and named like any root-escaping path.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import DirectorySource, Entry, Pair
-from synthdb.untrusted import open_regular, resolve_inside
+from synthdb.sources.csv_rows import csv_rows
+from synthdb.sources.entries import DirectorySource, Entry, Pair
 
 PROTOCOL_DIR = "protocols/test1"
 TEMPLATE_FILES = (("enroll_templates.csv", "enroll"), ("verif_templates.csv", "probe"))
@@ -41,8 +38,6 @@ MATCH_FILE = "match.csv"
 TEMPLATE_COLUMNS = ("TEMPLATE_ID", "SUBJECT_ID", "FILENAME", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT")
 MATCH_COLUMNS = ("ENROLL_TEMPLATE_ID", "VERIF_TEMPLATE_ID")
 PREFIXES = ("", "IJB-C/", "IJB/IJB-C/")
-LINE_CHARS = 64 << 10
-"""The longest CSV line read (real ones are under 100 characters); a longer one is damage."""
 RESTORE = "restore the file from the IJB-C release"
 
 
@@ -56,37 +51,8 @@ def _number(text: str, path: Path, line: int, column: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def _bounded_lines(fh: TextIO, path: Path) -> Iterator[str]:
-    """The lines of ``fh``, refusing one longer than ``LINE_CHARS``: a file without line ends (a sparse
-    file, say) would otherwise be read into memory whole as its first line."""
-    while line := fh.readline(LINE_CHARS + 1):
-        if len(line) > LINE_CHARS:
-            raise SynthdbError(f"{path}: a line is longer than {LINE_CHARS} characters; {RESTORE}")
-        yield line
-
-
 def _rows(root: Path, path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) of a CSV under ``root`` whose header must hold ``columns``."""
-    real = resolve_inside(root, str(path.relative_to(root)))
-    try:
-        with io.TextIOWrapper(open_regular(real, "protocol file"), encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(_bounded_lines(fh, path))
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SynthdbError(
-                    f"{path}: header lacks {', '.join(missing)}; restore the file from the IJB-C release"
-                )
-            for row in reader:
-                if any(row[c] is None for c in columns):
-                    raise SynthdbError(
-                        f"{path}:{reader.line_num}: the row has fewer fields than the header; "
-                        "restore the file from the IJB-C release"
-                    )
-                yield reader.line_num, row
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SynthdbError(
-            f"{path}: cannot read it ({exc}); restore the file from the IJB-C release"
-        ) from None
+    return csv_rows(root, path, columns, RESTORE, "protocol file")
 
 
 class IJBC(DirectorySource):

@@ -12,18 +12,25 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    LinkedFolder,
-    folder_link,
-    is_image_name,
-    sorted_listing,
-)
+from synthdb.errors import SynthdbError
+from synthdb.sources.entries import DirectorySource, Entry, LinkedFolder
+from synthdb.sources.listing import folder_link, is_image_name, sorted_listing
 
 
 class ImageFolder(DirectorySource):
     name = "imagefolder"
+
+    def check(self, root: Path) -> None:
+        """A flat folder of images is not an ImageFolder: refused before anything is written (it would
+        import nothing and look like success)."""
+        with os.scandir(root) as entries:
+            if any(entry.is_dir(follow_symlinks=False) for entry in entries):
+                return
+        raise SynthdbError(
+            f"{root} holds no identity folders (an ImageFolder is ROOT/<identity>/<image>): put each "
+            "person's images in a folder of their own, or list path and identity in a CSV manifest and "
+            "run `synthdb import csv MANIFEST`"
+        )
 
     def scan(self, root: Path) -> Iterator[Entry | LinkedFolder]:
         for identity in sorted_listing(root):

@@ -27,17 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    LinkedFolder,
-    Pair,
-    folder_link,
-    is_image_name,
-    leads_out,
-    read_metadata,
-    sorted_listing,
-)
+from synthdb.sources.entries import DirectorySource, Entry, LinkedFolder, Pair
+from synthdb.sources.listing import folder_link, is_image_name, leads_out, read_metadata, sorted_listing
 
 IMAGE_FOLDERS = ("lfw", "lfw-deepfunneled", "lfw_funneled")
 VIEW1 = {

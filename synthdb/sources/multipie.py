@@ -38,15 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    LinkedFolder,
-    folders,
-    is_image_name,
-    sorted_listing,
-    subfolders,
-)
+from synthdb.sources.entries import DirectorySource, Entry, LinkedFolder
+from synthdb.sources.listing import folders, is_image_name, sorted_listing, subfolders
 
 _TRAIN = (
     "1 7 12 13 16 21 24 25 26 30 31 32 37 39 45 51 58 59 60 61 63 65 66 72 73 75 77 81 82 84 86 87 88 89 90 "

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import ImportReport, Source, import_source
+from synthdb.sources.csv_manifest import CsvManifest
+from synthdb.sources.entries import Source
 from synthdb.sources.ffhq import FFHQ
 from synthdb.sources.ijbc import IJBC
 from synthdb.sources.imagefolder import ImageFolder
+from synthdb.sources.importer import ImportReport, import_source
 from synthdb.sources.lfw import LFW
 from synthdb.sources.multipie import MultiPIE
 from synthdb.sources.samples import SampleFile
@@ -18,6 +21,7 @@ from synthdb.sources.utkface import UTKFace
 from synthdb.sources.webface42m import WebFace42M
 
 SOURCES: dict[str, type] = {
+    "csv": CsvManifest,
     "ffhq": FFHQ,
     "ijbc": IJBC,
     "imagefolder": ImageFolder,
@@ -49,9 +53,14 @@ def make_source(name: str) -> Source | SampleFile:
 def import_named(ctx: Context, source: str, root: str | os.PathLike, **options: object) -> ImportReport:
     """Import ``root`` with the source called ``source`` (the Python twin of ``synthdb import SOURCE``).
 
-    Directory sources only scan and go through ``import_source``; a file source (``samples``, whose
-    vectors go into shards) runs its own import with the same options and report.
+    Directory sources only scan and go through ``import_source``, and so does a ``csv`` manifest (its
+    folder is the root); ``samples`` (whose vectors go into shards) runs its own import with the same
+    options and report.
     """
+    if source == "csv":  # a manifest file: its folder is the dataset's root
+        manifest = Path(root)
+        options["name"] = options.get("name") or manifest.stem
+        return import_source(ctx, CsvManifest(manifest.name), manifest.parent, **options)
     importer = make_source(source)
     if isinstance(importer, SampleFile):
         return importer.import_file(ctx, root, **options)

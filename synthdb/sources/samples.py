@@ -28,17 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import sqlalchemy as sa
 
 from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.runs import recorded_run, set_summary
-from synthdb.catalog.schema import Sample as SampleRow
+from synthdb.catalog.samples import sample_keys
+from synthdb.catalog.schema import DatasetKind, RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
-from synthdb.sources.common import Entry, ImportReport, adopt_unfinished, check_file, existing_dataset
+from synthdb.sources.entries import Entry
+from synthdb.sources.importer import ImportReport, adopt_unfinished, check_file, existing_dataset
 from synthdb.store.commit import NewSamples, ShardSpec, commit
-from synthdb.store.hdf5 import BFM_DIMS, Sample, SampleCollection
+from synthdb.store.hdf5 import BFM_DIMS, H5Sample, SampleCollection
 from synthdb.untrusted import RootGuard
 
 CHUNK = 1_000
@@ -66,7 +67,7 @@ def default_name(path: Path) -> str:
     return path.parent.name if path.stem == "samples" and path.parent.name else path.stem
 
 
-def _vectors(sample: Sample) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _vectors(sample: H5Sample) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(latent columns, embedding columns) of one sample."""
     latents = {column: getattr(sample, field) for field, column in LATENT_COLUMNS.items()}
     latents = {column: value for column, value in latents.items() if value is not None}
@@ -77,7 +78,7 @@ def _vectors(sample: Sample) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
 
 def _signature(
-    sample: Sample, latents: dict[str, np.ndarray], embeddings: dict[str, np.ndarray]
+    sample: H5Sample, latents: dict[str, np.ndarray], embeddings: dict[str, np.ndarray]
 ) -> Signature:
     shapes = tuple((name, value.shape) for name, value in sorted({**latents, **embeddings}.items()))
     return sample.network_type, sample.embedding_type, shapes
@@ -106,14 +107,14 @@ class SampleFile:
             if done is not None:
                 return done
             params = {"file": str(path), "name": name, "update": update, "verify_images": verify_images}
-            with recorded_run(ctx.catalog, "import", algorithm=self.name, params=params) as run_id:
+            with recorded_run(ctx.catalog, RunKind.IMPORT, algorithm=self.name, params=params) as run_id:
                 dataset_id = (
                     existing_id
                     if existing_id is not None
                     else create_dataset(
                         ctx.catalog,
                         name,
-                        "synthetic",
+                        DatasetKind.SYNTHETIC,
                         self.name,
                         root=str(path.parent),
                         run_id=run_id,
@@ -123,7 +124,7 @@ class SampleFile:
                 report = ImportReport(dataset=name, dataset_id=dataset_id, run_id=run_id)
                 images = self._images_folder(path.parent)
                 guard = RootGuard(path.parent)
-                chunk: list[tuple[int, str, Sample]] = []
+                chunk: list[tuple[int, str, H5Sample]] = []
                 with progress_bar(None, f"importing {name}", quiet) as advance:
                     for item in collection.iter_samples():
                         chunk.append(item)
@@ -149,23 +150,15 @@ class SampleFile:
         ctx: Context,
         dataset_id: int,
         run_id: int,
-        chunk: list[tuple[int, str, Sample]],
+        chunk: list[tuple[int, str, H5Sample]],
         images: Path | None,
         verify_images: bool,
         report: ImportReport,
         guard: RootGuard,
     ) -> None:
         """Commit the samples of a chunk not stored yet, one commit per (role, fields, types) batch."""
-        samples = SampleRow.__table__
         keys = [f"{identity:05d}/{label}" for identity, label, _ in chunk]
-        with ctx.catalog.engine.connect() as conn:
-            stored = set(
-                conn.execute(
-                    sa.select(samples.c.key).where(
-                        samples.c.dataset_id == dataset_id, samples.c.key.in_(keys)
-                    )
-                ).scalars()
-            )
+        stored = sample_keys(ctx.catalog, dataset_id, among=keys)
         report.scanned += len(chunk)
         report.existing += len(stored)
         batches: dict[tuple[str, Signature], list[_Row]] = defaultdict(list)
@@ -179,18 +172,18 @@ class SampleFile:
                 )
                 path = found.path if found is not None else None
             latents, embeddings = _vectors(sample)
-            role = "reference" if label == "reference" else "variation"
+            role = SampleRole.REFERENCE if label == "reference" else SampleRole.VARIATION
             row = _Row(key, f"{identity:05d}", label, path, latents, embeddings)
             batches[(role, _signature(sample, latents, embeddings))].append(row)
         for (role, (network_type, embedding_type, _)), rows in batches.items():
             shards = []
             if rows[0].latents:
                 columns = {c: np.stack([r.latents[c] for r in rows]) for c in rows[0].latents}
-                shards.append(ShardSpec("latent", network_type, columns))
+                shards.append(ShardSpec(ShardContent.LATENT, network_type, columns))
             if rows[0].embeddings:
                 shards.append(
                     ShardSpec(
-                        "embedding",
+                        ShardContent.EMBEDDING,
                         embedding_type,
                         {"embedding": np.stack([r.embeddings["embedding"] for r in rows])},
                     )

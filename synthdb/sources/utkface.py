@@ -18,14 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    LinkedFolder,
-    folder_link,
-    is_image_name,
-    sorted_listing,
-)
+from synthdb.sources.entries import DirectorySource, Entry, LinkedFolder
+from synthdb.sources.listing import folder_link, is_image_name, sorted_listing
 
 GENDERS = {"0": "male", "1": "female"}
 RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "others"}

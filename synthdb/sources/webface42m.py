@@ -17,15 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from synthdb.errors import SynthdbError
-from synthdb.sources.common import (
-    DirectorySource,
-    Entry,
-    LinkedFolder,
-    folders,
-    is_image_name,
-    sorted_listing,
-    subfolders,
-)
+from synthdb.sources.entries import DirectorySource, Entry, LinkedFolder
+from synthdb.sources.listing import folders, is_image_name, sorted_listing, subfolders
 
 PROTOCOL = "webface42m"
 UNZIPPED = "WebFace260M"

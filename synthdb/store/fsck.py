@@ -30,12 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
-from synthdb.catalog.schema import Shard, VectorIndex
-from synthdb.context import Context
+from synthdb.catalog import Catalog, indexes, shards
+from synthdb.catalog.schema import ShardState
 from synthdb.files import file_digest
-from synthdb.store.layout import INDEX_PATH, INDEXES, SHARD_PATH, SHARDS, STAGED_PATH, STAGING
+from synthdb.store.layout import INDEX_PATH, INDEXES, SHARD_PATH, SHARDS, STAGED_PATH, STAGING, Store
 
 
 @dataclass
@@ -59,10 +57,10 @@ class GcReport:
     kept_young: list[str] = field(default_factory=list)
 
 
-def _files_under(ctx: Context, top: str, pattern: re.Pattern[str], foreign: list[str]) -> set[str]:
+def _files_under(store: Store, top: str, pattern: re.Pattern[str], foreign: list[str]) -> set[str]:
     """The regular files under ``store/top`` named as synthdb names them; everything else met there
     (symlinks, other names, other kinds of file) goes to ``foreign``. No folder link is entered."""
-    base = ctx.store.root / top
+    base = store.root / top
     if not os.path.lexists(base):
         return set()
     if not stat.S_ISDIR(os.lstat(base).st_mode):
@@ -72,7 +70,7 @@ def _files_under(ctx: Context, top: str, pattern: re.Pattern[str], foreign: list
     for dirpath, dirs, files in os.walk(base):  # os.walk lists folder links in dirs, never enters them
         for name in [d for d in dirs if os.path.islink(os.path.join(dirpath, d))] + files:
             full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, ctx.store.root).replace(os.sep, "/")
+            rel = os.path.relpath(full, store.root).replace(os.sep, "/")
             if stat.S_ISREG(os.lstat(full).st_mode) and pattern.fullmatch(rel):
                 found.add(rel)
             else:
@@ -80,50 +78,54 @@ def _files_under(ctx: Context, top: str, pattern: re.Pattern[str], foreign: list
     return found
 
 
-def _check_shard(ctx: Context, path: str, size: int, sha256: str, verify: bool, report: FsckReport) -> None:
+def _check_shard(store: Store, row: shards.ShardRow, verify: bool, report: FsckReport) -> None:
     """File a committed shard row under missing or corrupt when its file is not what the row says."""
-    full = ctx.store.owned_path(path, SHARD_PATH)
+    full = store.owned_path(row.path, SHARD_PATH)
     if full is None:
-        report.corrupt.append(path)  # not a path synthdb writes: never opened
+        report.corrupt.append(row.path)  # not a path synthdb writes: never opened
     elif not full.is_file():
-        report.missing.append(path)
-    elif full.stat().st_size != size or (verify and file_digest(full) != (size, sha256)):
-        report.corrupt.append(path)
+        report.missing.append(row.path)
+    elif full.stat().st_size != row.bytes or (verify and file_digest(full) != (row.bytes, row.sha256)):
+        report.corrupt.append(row.path)
 
 
-def fsck(ctx: Context, verify: bool = True, advance: Callable[[int], None] | None = None) -> FsckReport:
+def fsck(
+    catalog: Catalog, store: Store, verify: bool = True, advance: Callable[[int], None] | None = None
+) -> FsckReport:
     """Compare files and rows; with ``verify`` re-hash every committed file (else sizes only)."""
-    ctx.store.check_owned()
-    table = Shard.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(sa.select(table.c.path, table.c.state, table.c.bytes, table.c.sha256)).all()
-        indexes = conn.execute(sa.select(VectorIndex.__table__.c.path)).scalars().all()
+    store.check_owned()
+    rows = shards.every_shard(catalog)
+    index_paths = indexes.paths(catalog)
     report = FsckReport()
-    index_files = _files_under(ctx, INDEXES, INDEX_PATH, report.foreign)
-    report.missing.extend(path for path in indexes if path not in index_files)
-    index_orphans = index_files - set(indexes)
-    on_disk = _files_under(ctx, SHARDS, SHARD_PATH, report.foreign)
-    for path, state, size, sha256 in rows:
-        on_disk.discard(path)
-        if state != "committed":
+    index_files = _files_under(store, INDEXES, INDEX_PATH, report.foreign)
+    report.missing.extend(path for path in index_paths if path not in index_files)
+    index_orphans = index_files - set(index_paths)
+    on_disk = _files_under(store, SHARDS, SHARD_PATH, report.foreign)
+    for row in rows:
+        on_disk.discard(row.path)
+        if row.state != ShardState.COMMITTED:
             continue
         report.checked += 1
-        _check_shard(ctx, path, size, sha256, verify, report)
+        _check_shard(store, row, verify, report)
         if advance:
             advance(1)
     report.orphans = sorted(on_disk | index_orphans)
-    report.staged = sorted(_files_under(ctx, STAGING, STAGED_PATH, report.foreign))
+    report.staged = sorted(_files_under(store, STAGING, STAGED_PATH, report.foreign))
     report.foreign.sort()
     return report
 
 
-def gc(ctx: Context, min_age: float = 300.0) -> GcReport:
-    """Remove orphan and staged files older than ``min_age`` seconds, and retired shards."""
+def gc(catalog: Catalog, store: Store, min_age: float = 300.0) -> GcReport:
+    """Remove orphan and staged files older than ``min_age`` seconds, and retired shards.
+
+    A retired shard's file goes first, then its row: a crash in between leaves a retired row without a
+    file, which the next ``gc`` removes.
+    """
     report = GcReport()
-    found = fsck(ctx, verify=False)
+    found = fsck(catalog, store, verify=False)
     now = time.time()
     for rel in found.orphans + found.staged:
-        full = ctx.store.abspath(rel)
+        full = store.abspath(rel)
         try:
             if now - full.lstat().st_mtime < min_age:
                 report.kept_young.append(rel)
@@ -132,14 +134,12 @@ def gc(ctx: Context, min_age: float = 300.0) -> GcReport:
         except FileNotFoundError:
             continue
         report.removed_files.append(rel)
-    table = Shard.__table__
-    with ctx.catalog.begin() as conn:
-        retired = conn.execute(sa.select(table.c.id, table.c.path).where(table.c.state == "retired")).all()
-        for shard_id, rel in retired:
-            full = ctx.store.owned_path(rel, SHARD_PATH)  # a row's path is only trusted if synthdb wrote it
-            if full is not None and full.exists():
-                full.unlink()
-                report.removed_files.append(rel)
-            conn.execute(sa.delete(table).where(table.c.id == shard_id))
-            report.removed_rows += 1
+    retired = shards.retired(catalog)
+    for row in retired:
+        full = store.owned_path(row.path, SHARD_PATH)  # a row's path is only trusted if synthdb wrote it
+        if full is not None and full.exists():
+            full.unlink()
+            report.removed_files.append(row.path)
+    shards.delete(catalog, [row.id for row in retired])
+    report.removed_rows = len(retired)
     return report

@@ -131,8 +131,10 @@ def _as_float32(name: str, value: Any) -> np.ndarray:
 
 
 @dataclass(eq=False)
-class Sample:
-    """One generated (or projected) face sample; arrays are float32 and have no batch dimension.
+class H5Sample:
+    """One generated (or projected) face sample, the reference package's ``Sample``, as stored in its HDF5
+    files (not a catalog :class:`synthdb.catalog.schema.Sample` row); arrays are float32 and have no batch
+    dimension.
 
     Every field is optional, as in the reference format. ``network_type`` (e.g. ``"stylegan2-256"``)
     says which generator the latents belong to, so it is required with any latent or ``c_label``;
@@ -303,7 +305,7 @@ def _check_header(f: h5py.File, path: Path, magic: str) -> None:
         )
 
 
-def _write_group(group: h5py.Group, sample: Sample) -> None:
+def _write_group(group: h5py.Group, sample: H5Sample) -> None:
     """Write the Sample layout into ``group``, adding the batch dimension of 1 to every dataset."""
     if sample.network_type is not None:
         group.attrs["network_type"] = sample.network_type
@@ -427,7 +429,7 @@ def _read_row(group: h5py.Group, name: str, path: Path) -> np.ndarray | None:
     return np.asarray(_checked_dataset(obj, name, path)[0], dtype=np.float32)
 
 
-def _read_group(group: h5py.Group, path: Path) -> Sample:
+def _read_group(group: h5py.Group, path: Path) -> H5Sample:
     """Read the Sample layout from ``group``. ``bfm_model`` is looked up relative to ``group``."""
     values: dict[str, Any] = {}
     for name in ARRAY_FIELDS:
@@ -446,7 +448,7 @@ def _read_group(group: h5py.Group, path: Path) -> Sample:
         if (text := _text_attribute(group, name, path)) is not None:
             values[name] = text
     try:
-        return Sample(**values)
+        return H5Sample(**values)
     except SynthdbError as exc:
         raise SynthdbError(f"{_where(path, group)}: {exc}") from None
 
@@ -454,7 +456,7 @@ def _read_group(group: h5py.Group, path: Path) -> Sample:
 # ------------------------------------------------------------------------------------ single-sample file
 
 
-def write_sample(path: PathLike, sample: Sample) -> None:
+def write_sample(path: PathLike, sample: H5Sample) -> None:
     """Write one sample to ``path`` in the reference single-sample layout, replacing any existing file.
 
     The file is written under a temporary name and renamed, so a crash never leaves a half-written file.
@@ -475,7 +477,7 @@ def write_sample(path: PathLike, sample: Sample) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_sample(path: PathLike) -> Sample:
+def read_sample(path: PathLike) -> H5Sample:
     """Read a single-sample file written by synthdb or the reference package."""
     path = Path(path)
     with _open_file(path, "r") as f, _guard(path, "read the sample"):
@@ -554,7 +556,7 @@ class SampleCollection:
 
     # ---- writing
 
-    def add(self, identity: int, label: str | int, sample: Sample, replace: bool = False) -> None:
+    def add(self, identity: int, label: str | int, sample: H5Sample, replace: bool = False) -> None:
         """Store ``sample`` under (identity, label); ``label`` may be an int and is normalised.
 
         An existing (identity, label) raises unless ``replace=True``, which deletes the old group on disk
@@ -564,8 +566,8 @@ class SampleCollection:
             raise SynthdbError(
                 f"{self.path}: opened read-only; open it with SampleCollection.open(path, 'a')"
             )
-        if not isinstance(sample, Sample):
-            raise SynthdbError(f"add() needs a Sample, got {type(sample).__name__}")
+        if not isinstance(sample, H5Sample):
+            raise SynthdbError(f"add() needs an H5Sample, got {type(sample).__name__}")
         name = normalize_label(label)
         try:
             sample.validate()
@@ -626,7 +628,7 @@ class SampleCollection:
         with _guard(self.path, "count samples"):
             return sum(len(self._identity_group(identity)) for identity in self.identities())
 
-    def get(self, identity: int, label: str | int) -> Sample:
+    def get(self, identity: int, label: str | int) -> H5Sample:
         """Read one sample; raises SynthdbError if it is not in the file."""
         name = normalize_label(label)
         group = self._identity_group(identity)
@@ -641,7 +643,7 @@ class SampleCollection:
                 raise SynthdbError(f"{_where(self.path, sample)} is not a group; {REGENERATE}")
             return _read_group(sample, self.path)
 
-    def iter_samples(self, identities: Iterable[int] | None = None) -> Iterator[tuple[int, str, Sample]]:
+    def iter_samples(self, identities: Iterable[int] | None = None) -> Iterator[tuple[int, str, H5Sample]]:
         """Stream (identity, label, Sample) in iteration order, one group in memory at a time.
 
         ``identities`` restricts (and orders) the identities read; missing ones raise.

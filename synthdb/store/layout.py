@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from synthdb import workspace
-from synthdb.catalog.schema import SHARD_CONTENTS
+from synthdb.catalog.schema import ShardContent
 from synthdb.errors import SynthdbError
 from synthdb.untrusted import Refused, is_inside, open_regular
 
@@ -35,7 +35,7 @@ INDEXES = "indexes"
 MARKER = ".synthdb-store"
 MARKER_BYTES = 4096
 _HEX = "[0-9a-f]{32}"
-SHARD_PATH = re.compile(rf"{SHARDS}/\d+/(?:{'|'.join(SHARD_CONTENTS)})/{_HEX}\.parquet")
+SHARD_PATH = re.compile(rf"{SHARDS}/\d+/(?:{'|'.join(ShardContent)})/{_HEX}\.parquet")
 INDEX_PATH = re.compile(rf"{INDEXES}/{_HEX}\.faiss")
 STAGED_PATH = re.compile(rf"{STAGING}/{_HEX}\.(?:parquet|faiss)")
 """The only store paths synthdb writes (``shard_relpath``, ``new_staged``, the index builder)."""

@@ -251,7 +251,7 @@ def check_recovered(ctx: Context, expected: Snapshot) -> None:
     STATS["losses"] += diff["lost_samples"] + diff["lost_vectors"]
     STATS["corruptions"] += sum(problems.values()) + diff["different_vectors"]
     assert not problems and not diff, f"catalog differs from an uninterrupted run: {dict(problems + diff)}"
-    fsck.gc(ctx, min_age=0)
-    report = fsck.fsck(ctx)
+    fsck.gc(ctx.catalog, ctx.store, min_age=0)
+    report = fsck.fsck(ctx.catalog, ctx.store)
     STATS["corruptions"] += len(report.missing) + len(report.corrupt)
     assert report.clean, f"fsck after gc: {report}"

@@ -107,7 +107,7 @@ def test_commit_writers_lose_nothing(ctx: Context) -> None:
     for sid, (tag, row) in seen.items():  # each vector sits on the sample its writer meant
         w, c, r = (int(part[1:]) for part in by_id[sid].split("/"))
         assert (tag, row) == (w * 1000 + c, r)
-    assert len(seen) == len(want) and fsck.fsck(ctx).clean
+    assert len(seen) == len(want) and fsck.fsck(ctx.catalog, ctx.store).clean
     _count_rows(ctx, len(want))
 
 
@@ -180,5 +180,5 @@ def test_sharded_variations_writers(ctx: Context) -> None:
     want = {f"{i:05d}/augmentation_{a}" for i in range(SHARDS) for a in range(2)}
     assert sorted(keys) == sorted(want) and embedded == len(want)  # every shard's rows, once
     assert datasets == 2  # the shards shared one output dataset
-    assert fsck.fsck(ctx).clean
+    assert fsck.fsck(ctx.catalog, ctx.store).clean
     _count_rows(ctx, len(keys))

@@ -23,8 +23,8 @@ from synthdb.admin import init_workspace
 from synthdb.analysis.index import build_index, load_index
 from synthdb.catalog.schema import Sample, VectorIndex
 from synthdb.context import Context
+from synthdb.embed_dataset import embed_dataset
 from synthdb.export.api import export
-from synthdb.faces.embed_dataset import embed_dataset
 from synthdb.generate.resume import resume_run
 from synthdb.sources.registry import import_named
 from tests.stress.harness import (

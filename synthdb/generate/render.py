@@ -1,4 +1,4 @@
-"""``synthdb generate image``: images from a generator, from seeds or from a saved sample's latents.
+"""``synthdb generate image``: a generator's images, from seeds or from a saved sample's latents, in a file.
 
 Reproducible by construction: z comes from a private ``torch.Generator`` seeded with ``seed`` (not the
 global RNG, so nothing else in the process changes it), synthesis uses constant noise, and pixels are
@@ -18,26 +18,19 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from synthdb import defaults, zoo
 from synthdb.errors import SynthdbError
 from synthdb.nets.eg3d import DEFAULT_FOV
-from synthdb.nets.generator import Generator
-from synthdb.store.hdf5 import Sample, read_sample
+from synthdb.nets.generator import Generator, to_uint8
+from synthdb.store.hdf5 import H5Sample, read_sample
 
-#: network_type names the reference package writes into Sample files -> synthdb's model card names.
-REFERENCE_NAMES = {
-    "stylegan2": "stylegan2-ffhq-1024",
-    "stylegan2-256": "stylegan2-ffhq-256",
-    "stylegan3": "stylegan3-t-ffhq-1024",
-    "stylegan3-t-265": "stylegan3-t-ffhqu-256",
-    "stylegan3-r-265": "stylegan3-r-ffhqu-256",
-    "eg3d": "eg3d-ffhq512-128",
-}
 GRID_COLUMNS = 8
 BATCH_SIZE = 32
 
@@ -54,42 +47,6 @@ class GeneratedImages:
     generator: str
     source: str
     depth_path: Path | None = None
-
-
-def load_generator(spec: str, workspace: str | os.PathLike | None = None, device: str = "cpu") -> Generator:
-    """A tiny configuration, a file, or a model card whose weights a workspace has (fetched or added),
-    on ``device``. Only card names need a workspace: its catalog knows where ``models add`` put the file.
-    """
-    from synthdb.nets.cards import list_cards
-
-    target = _device(device)
-    cards = {card.name: card for card in list_cards("generator")}
-    if spec not in cards or cards[spec].embedded or Path(spec).is_file():
-        # a tiny name, a file, an embedded card, or an error listing every known name
-        return Generator.load(spec).to(target)
-    from synthdb import models as registry
-    from synthdb.context import Context
-
-    card = cards[spec]
-    with Context.open(workspace) as ctx:
-        weights = registry.weights_path(ctx, card)
-    if weights is None:
-        raise SynthdbError(
-            f"{card.name}'s weights are not in this workspace: fetch them "
-            f"(`synthdb models fetch {card.name}`) or copy them "
-            f"(`synthdb models add {card.name} --file PATH`)"
-        )
-    return Generator.from_file(weights, name=card.name, architecture=card.architecture).to(target)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SynthdbError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SynthdbError(f"device {name}: no CUDA GPU is visible here; use --device cpu")
-    return device
 
 
 def latents_from_seed(
@@ -164,23 +121,17 @@ def latents_from_sample(
     )
 
 
-def _check_network_type(generator: Generator, sample: Sample, path: str | os.PathLike) -> None:
+def _check_network_type(generator: Generator, sample: H5Sample, path: str | os.PathLike) -> None:
     """A named generator must be the one the sample says it came from (reference names count too); a bare
     file only gets the shape checks."""
     stored = sample.network_type
     if not generator.name or stored is None:
         return
-    if generator.name not in (stored, REFERENCE_NAMES.get(stored)):
+    if generator.name not in (stored, zoo.REFERENCE_NAMES.get(stored)):
         raise SynthdbError(
             f"{path} holds latents of {stored}, not {generator.name}: pass "
-            f"--generator {REFERENCE_NAMES.get(stored, stored)}"
+            f"--generator {zoo.REFERENCE_NAMES.get(stored, stored)}"
         )
-
-
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounded to the nearest level and clipped."""
-    pixels = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
 
 
 def tile(pixels: np.ndarray, columns: int = GRID_COLUMNS) -> np.ndarray:
@@ -210,13 +161,25 @@ def save_image(pixels: np.ndarray, out: str | os.PathLike) -> Path:
     return out
 
 
+def render(
+    generator: str, out: str | os.PathLike, *, workspace: str | os.PathLike | None = None,
+    device: str = "cpu", **options: Any
+) -> GeneratedImages:
+    """``synthdb generate image``: load ``generator`` (a card only a workspace has comes from the workspace
+    at ``workspace``, found as every command finds it; anything else loads anywhere) and
+    :func:`generate_images` with ``options``."""
+    with zoo.workspace_for([generator], workspace) as ctx:
+        network = zoo.generator(ctx, generator, device)
+    return generate_images(network, out, **options)
+
+
 def generate_images(
     generator: Generator,
     out: str | os.PathLike,
     *,
     seed: int = 0,
     num: int = 1,
-    truncation: float = 0.7,
+    truncation: float = defaults.TRUNCATION,
     latents: str | os.PathLike | None = None,
     w_plus: bool = False,
     noise_mode: str = "const",

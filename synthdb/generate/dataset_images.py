@@ -12,17 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import sqlalchemy as sa
 import torch
 
-from synthdb.catalog.datasets import dataset_id, latent_spaces
+from synthdb import zoo
+from synthdb.analysis.vectors import load_vectors
+from synthdb.catalog.datasets import dataset_id, get_dataset, latent_spaces, set_root
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
-from synthdb.catalog.schema import Dataset, Sample
+from synthdb.catalog.samples import sample_columns, set_paths
+from synthdb.catalog.schema import RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.align import fixed_crop, generator_preset, get_preset
-from synthdb.generate import runner
-from synthdb.generate.image import load_generator, save_image, to_uint8
+from synthdb.generate.render import save_image
+from synthdb.nets.generator import to_uint8
 from synthdb.progress import progress_bar
 
 
@@ -45,35 +47,28 @@ def generate_dataset_images(
             found = f"latents of {', '.join(spaces)}" if spaces else "no latents"
             raise SynthdbError(f"dataset {name} has {found}: pass --generator")
         generator = spaces[0]
-    gen = load_generator(generator, device=device)
+    gen = zoo.generator(ctx, generator, device)
     native = generator_preset(gen.framing, gen.img_resolution)
     if crop is not None:
         preset = get_preset(crop)
         if not preset.has_eyes or preset.size is None:
             raise SynthdbError(f"--crop {crop} has no fixed eye positions: use arcface, dlib150 or ffhq*")
-    sample_ids, _, w = runner.dataset_vectors(ctx, ds, "latent", gen.name, "w")
-    table, dataset = Sample.__table__, Dataset.__table__
-    with ctx.catalog.begin() as conn:
-        current = conn.execute(sa.select(dataset.c.root).where(dataset.c.id == ds)).scalar_one()
-        target = Path(root or current or ctx.ws.root / "datasets" / name).resolve()
-        if current is not None and Path(current).resolve() != target:
-            raise SynthdbError(
-                f"dataset {name} has its images in {current}: drop --root or pass that directory"
-            )
-        conn.execute(sa.update(dataset).where(dataset.c.id == ds).values(root=str(target)))
-        rows = dict(
-            (r.id, (r.key, r.path))
-            for r in conn.execute(
-                sa.select(table.c.id, table.c.key, table.c.path).where(table.c.dataset_id == ds)
-            )
-        )
+    latents = load_vectors(ctx, name, gen.name, ShardContent.LATENT, "w").by_sample()
+    sample_ids, w = latents.sample_ids, latents.vectors
+    current = get_dataset(ctx.catalog, name).root
+    target = Path(root or current or ctx.ws.root / "datasets" / name).resolve()
+    if current is not None and Path(current).resolve() != target:
+        raise SynthdbError(f"dataset {name} has its images in {current}: drop --root or pass that directory")
+    set_root(ctx.catalog, ds, str(target))
+    listed = sample_columns(ctx.catalog, ds)
+    rows = dict(zip(listed.id.tolist(), zip(listed.key, listed.path, strict=True), strict=True))
     todo = [
         k
         for k, sid in enumerate(sample_ids)
         if rows[int(sid)][1] is None or not (target / rows[int(sid)][1]).is_file()
     ]
     params = {"dataset": name, "generator": generator, "crop": crop, "root": str(target)}
-    with recorded_run(ctx.catalog, "images", algorithm="render", params=params) as run_id:
+    with recorded_run(ctx.catalog, RunKind.IMAGES, algorithm="render", params=params) as run_id:
         with progress_bar(len(todo), f"images of {name}", quiet) as advance:
             for start in range(0, len(todo), batch_size):
                 picked = todo[start : start + batch_size]
@@ -82,18 +77,12 @@ def generate_dataset_images(
                     if crop is not None:
                         pixels = fixed_crop((images + 1) * 127.5, native, crop)
                         images = pixels / 127.5 - 1
-                paths = []
+                paths: dict[int, str] = {}
                 for k, pixels in zip(picked, to_uint8(images), strict=True):
                     rel = f"{rows[int(sample_ids[k])][0]}.png"
                     save_image(pixels, target / rel)
-                    paths.append({"sid": int(sample_ids[k]), "p": rel})
-                with ctx.catalog.begin() as conn:
-                    conn.execute(
-                        sa.update(table)
-                        .where(table.c.id == sa.bindparam("sid"))
-                        .values(path=sa.bindparam("p")),
-                        paths,
-                    )
+                    paths[int(sample_ids[k])] = rel
+                set_paths(ctx.catalog, paths)
                 set_progress(ctx.catalog, run_id, (start + len(picked)) / len(todo))
                 advance(len(picked))
         set_summary(ctx.catalog, run_id, {"dataset": name, "images": len(todo), "root": str(target)})

@@ -27,20 +27,20 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import sqlalchemy as sa
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from synthdb.catalog import runs
+from synthdb.analysis.vectors import load_vectors
+from synthdb.catalog import runs, samples, shards
 from synthdb.catalog.datasets import dataset_id
-from synthdb.catalog.schema import Sample, Shard
+from synthdb.catalog.directions import check_name_free
+from synthdb.catalog.schema import RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate import runner
-from synthdb.latent.directions import EXPRESSIONS, Direction, DirectionSet, SideStats, check_name_free
+from synthdb.latent.directions import EXPRESSIONS, Direction, DirectionSet, SideStats
 from synthdb.progress import progress_bar
 from synthdb.sources import multipie
-from synthdb.sources.common import Entry
+from synthdb.sources.entries import Entry
 
 PROTOCOLS = ("U", "E_lit", "P_center_lit", "all")
 COVARIATE_PROTOCOL = {"pose": "P_center_lit", "illumination": "U", **dict.fromkeys(EXPRESSIONS, "E_lit")}
@@ -145,14 +145,8 @@ def projections(
     ctx: Context, dataset: int, name: str, generator: str | None
 ) -> tuple[str, np.ndarray, list[str]]:
     """(generator, w (N, D), source keys) of a projections dataset, in sample-id order."""
-    shard = Shard.__table__
-    with ctx.catalog.engine.connect() as conn:
-        found = conn.execute(
-            sa.select(shard.c.space, shard.c.columns).where(
-                shard.c.dataset_id == dataset, shard.c.content == "latent", shard.c.state == "committed"
-            )
-        ).all()
-    spaces = sorted({space for space, _ in found if space})
+    found = shards.committed(ctx.catalog, dataset_id=dataset, contents=[ShardContent.LATENT])
+    spaces = sorted({row.space for row in found if row.space})
     if generator is None:
         if len(spaces) != 1:
             raise SynthdbError(
@@ -160,19 +154,14 @@ def projections(
                 + ("pass --generator to pick one" if spaces else "pass a projections dataset")
             )
         generator = spaces[0]
-    if any("w" not in (columns or {}) for space, columns in found if space == generator):
+    if any("w" not in row.columns for row in found if row.space == generator):
         raise SynthdbError(
             f"dataset {name} holds {generator} latents without a w column (W+ projections?): the "
             "directions live in W, so project with --space w"
         )
-    ids, _, w = runner.dataset_vectors(ctx, dataset, "latent", generator, "w")
-    table = Sample.__table__
-    attrs: dict[int, dict] = {}
-    with ctx.catalog.engine.connect() as conn:
-        for start in range(0, len(ids), 10_000):
-            chunk = [int(i) for i in ids[start : start + 10_000]]
-            rows = conn.execute(sa.select(table.c.id, table.c.attributes).where(table.c.id.in_(chunk)))
-            attrs.update(rows.all())
+    latents = load_vectors(ctx, name, generator, ShardContent.LATENT, "w").by_sample()
+    ids, w = latents.sample_ids, latents.vectors
+    attrs = samples.sample_attributes(ctx.catalog, ids)
     keys = [(attrs.get(int(i)) or {}).get("source_key") for i in ids]
     if not any(keys):
         raise SynthdbError(
@@ -193,13 +182,12 @@ def analyze_projections(
 ) -> DirectionSet:
     """Fit the directions of ``protocol`` on a projections dataset and save them as set ``name``."""
     covariates_of(protocol)
-    with ctx.catalog.engine.connect() as conn:
-        check_name_free(conn, name)
+    check_name_free(ctx.catalog, name)
     dataset = dataset_id(ctx.catalog, projections_dataset)
     generator, w, keys = projections(ctx, dataset, projections_dataset, generator)
     params = {"projections": projections_dataset, "name": name, "protocol": protocol, "generator": generator}
     with runs.recorded_run(
-        ctx.catalog, "latent-analysis", algorithm="linear-svm", params=params, seed=seed
+        ctx.catalog, RunKind.LATENT_ANALYSIS, algorithm="linear-svm", params=params, seed=seed
     ) as run_id:
         directions = analyze(w, keys, protocol, seed, quiet)
         found = DirectionSet(name, generator, protocol, directions, dataset_id=dataset, run_id=run_id)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from synthdb.errors import SynthdbError
-from synthdb.faces.detect import load_image
+from synthdb.faces.detect import Detector, load_image
 from synthdb.untrusted import MAX_IMAGE_BYTES, ImageHeader, Refused, image_header, read_capped, resolve_inside
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -50,10 +50,10 @@ class Skip:
     detail: str
 
 
-class ImagePipeline:
+class ImageSource:
     """Callable ``relpath -> Encoded | Skip`` for one export's settings; safe to call from many threads.
 
-    ``encoding`` is ``jpeg`` or ``keep`` (see :class:`synthdb.export.common.FormatSpec`). ``crop`` is an
+    ``encoding`` is ``jpeg`` or ``keep`` (see :class:`synthdb.export.job.FormatSpec`). ``crop`` is an
     output preset (``arcface``, ``ffhq``...), ``source`` the geometry the images are in (a detector such
     as ``mtcnn`` for photos, or the fixed preset of generated images); ``size`` makes the result
     ``size`` x ``size``.
@@ -71,7 +71,8 @@ class ImagePipeline:
     ) -> None:
         self.root = Path(os.path.realpath(root))  # resolved once: each file is checked against it
         self.encoding, self.size, self.quality = encoding, size, quality
-        self.cropper = None
+        self.cropper, self.source = None, source
+        self._detector: Detector | None = None  # loaded on the first photo that needs one
         if crop is not None:
             from synthdb.faces.align import Cropper  # torch and kornia: only when cropping
 
@@ -140,7 +141,7 @@ class ImagePipeline:
             with torch.no_grad():
                 if self.cropper.algorithm in ("similarity", "ffhq"):
                     with self._detector_lock:  # detectors keep per-call state: one image at a time
-                        found = self.cropper.detector.detect([pixels])
+                        found = self._detector_of_source().detect([pixels])
                     crops, statuses = self.cropper.crop_detected(batch, found)
                 else:
                     crops, statuses = self.cropper(batch)
@@ -150,6 +151,15 @@ class ImagePipeline:
         if not status.ok:
             return Skip("no_face" if status.faces == 0 else "crop_failed", status.error or "crop failed")
         return crops[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def _detector_of_source(self) -> Detector:
+        """The detector of the ``source`` preset, from the model zoo (which knows where its weights are),
+        built once; called under the detector lock."""
+        if self._detector is None:
+            from synthdb import zoo  # torch and every network: only when a photo is cropped
+
+            self._detector = zoo.detector(None, str(self.source))
+        return self._detector
 
     def _encode(self, pixels: np.ndarray) -> Encoded:
         img = Image.fromarray(pixels, "RGB")

@@ -19,21 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import sqlalchemy as sa
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthdb.catalog.datasets import dataset_id
+from synthdb import defaults, zoo
+from synthdb.catalog import issues, samples, shards
+from synthdb.catalog.datasets import get_dataset
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
-from synthdb.catalog.schema import Dataset as DatasetRow
-from synthdb.catalog.schema import Sample, SampleIssue, Shard
+from synthdb.catalog.schema import RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.faces.align import Cropper, resize
-from synthdb.faces.detect import load_image, make_detector
+from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
 from synthdb.faces.landmarks import ImageFaces
-from synthdb.models import weights_path
 from synthdb.nets.cards import get_card
 from synthdb.progress import progress_bar
 from synthdb.store import parquet
@@ -97,7 +96,7 @@ class _Units(Dataset):
                     self.detector,
                     self.preset,
                     value_range=(0.0, 255.0),
-                    detector=make_detector(self.detector),
+                    detector=zoo.detector(None, self.detector),
                 )
             found = self._cropper.detector.detect([image for _, _, image in loaded])
         for (position, (sample_id, identity_id, _), image), faces in zip(loaded, found, strict=True):
@@ -129,59 +128,40 @@ def _to_uint8(crops: torch.Tensor) -> torch.Tensor:
 
 
 def _dataset_row(ctx: Context, name: str) -> tuple[int, Path]:
-    found = dataset_id(ctx.catalog, name)  # the error lists the known datasets
-    table = DatasetRow.__table__
-    with ctx.catalog.engine.connect() as conn:
-        root = conn.execute(sa.select(table.c.root).where(table.c.id == found)).scalar_one()
-    if root is None:
+    dataset = get_dataset(ctx.catalog, name)  # the error lists the known datasets
+    if dataset.root is None:
         raise SynthdbError(f"dataset '{name}' has no image root (latent-only): render its images first")
-    return found, Path(root).resolve()  # resolved once: every file must resolve inside it
+    return dataset.id, Path(dataset.root).resolve()  # resolved once: every file must resolve inside it
 
 
 def done_samples(ctx: Context, dataset_id: int, model: str) -> set[int]:
     """Samples that already have a committed vector of ``model`` or a recorded issue for it."""
-    shards, issues, samples = Shard.__table__, SampleIssue.__table__, Sample.__table__
-    with ctx.catalog.engine.connect() as conn:
-        paths = (
-            conn.execute(
-                sa.select(shards.c.path).where(
-                    shards.c.dataset_id == dataset_id,
-                    shards.c.content == "embedding",
-                    shards.c.space == model,
-                    shards.c.state == "committed",
-                )
-            )
-            .scalars()
-            .all()
-        )
-        flagged = conn.execute(
-            sa.select(issues.c.sample_id)
-            .join(samples, samples.c.id == issues.c.sample_id)
-            .where(samples.c.dataset_id == dataset_id, issues.c.space == model)
-        ).scalars()
-        done = set(flagged)
-    for path in paths:
-        done.update(parquet.read_table(ctx.store.abspath(path), ["sample_id"]).column(0).to_pylist())
+    done = issues.flagged_samples(ctx.catalog, dataset_id, model)
+    embedded = shards.committed(
+        ctx.catalog, dataset_id=dataset_id, contents=[ShardContent.EMBEDDING], space=model
+    )
+    for row in embedded:
+        done.update(parquet.read_table(ctx.store.abspath(row.path), ["sample_id"]).column(0).to_pylist())
     return done
 
 
 def _pending(ctx: Context, dataset_id: int, model: str) -> tuple[list[tuple[int, int | None, str]], int]:
-    samples = Sample.__table__
-    with ctx.catalog.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(samples.c.id, samples.c.identity_id, samples.c.path)
-            .where(samples.c.dataset_id == dataset_id, samples.c.path.is_not(None))
-            .order_by(samples.c.id)
-        ).all()
+    rows = samples.sample_columns(ctx.catalog, dataset_id, with_path=True)
     done = done_samples(ctx, dataset_id, model)
-    return [tuple(r) for r in rows if r[0] not in done], sum(r[0] in done for r in rows)
+    identities = [None if i == samples.NO_IDENTITY else i for i in rows.identity_id.tolist()]
+    pending = [
+        (sample_id, identity, path)
+        for sample_id, identity, path in zip(rows.id.tolist(), identities, rows.path, strict=True)
+        if sample_id not in done
+    ]
+    return pending, len(rows.id) - len(pending)
 
 
 def embed_dataset(
     ctx: Context,
     dataset: str,
-    model: str = "dlib-resnet",
-    detector: str = "mtcnn",
+    model: str = defaults.EMBEDDER,
+    detector: str = defaults.DETECTOR,
     batch_size: int = 32,
     unit_size: int = 256,
     workers: int | None = None,
@@ -197,13 +177,7 @@ def embed_dataset(
     pending, report.already_done = _pending(ctx, dataset_id, model)
     if not pending:
         return report
-    weights = weights_path(ctx, card)
-    if weights is None:
-        raise SynthdbError(
-            f"the weights of {model} are not on this machine: `synthdb models fetch {model}` "
-            f"or `synthdb models add {model} --file PATH`"
-        )
-    embedder = Embedder.load(model, weights, device)
+    embedder = zoo.embedder(ctx, model, device)
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     units = [pending[i : i + unit_size] for i in range(0, len(pending), unit_size)]
     loader = DataLoader(
@@ -220,7 +194,7 @@ def embed_dataset(
         "unit_size": unit_size,
         "weights_sha256": card.sha256 or None,
     }
-    with recorded_run(ctx.catalog, "embed", algorithm=f"{model}/{detector}", params=params) as run_id:
+    with recorded_run(ctx.catalog, RunKind.EMBED, algorithm=f"{model}/{detector}", params=params) as run_id:
         report.run_id = run_id
         done = 0
         with progress_bar(len(pending), f"embedding {dataset}", quiet) as advance:
@@ -242,18 +216,18 @@ def _embed_unit(
     batch_size: int,
     report: EmbedReport,
 ) -> None:
-    ids, idents, crops, issues = [], [], [], []
+    ids, idents, crops, problems = [], [], [], []
     for sample_id, identity_id, crop, issue in unit:
         if issue is not None:
-            issues.append({"sample_id": sample_id, "run_id": run_id, "space": embedder.name, **issue})
+            found = issues.Issue(sample_id, issue["kind"], issue.get("detail"), embedder.name, run_id)
+            problems.append(found)
             report.issues[issue["kind"]] = report.issues.get(issue["kind"], 0) + 1
         if crop is not None:
             ids.append(sample_id)
             idents.append(identity_id)
             crops.append(crop)
     if not crops:
-        with ctx.catalog.begin() as conn:
-            conn.execute(sa.insert(SampleIssue.__table__), issues)
+        issues.record(ctx.catalog, problems)
         return
     batch = torch.stack(crops).float()
     with torch.no_grad():
@@ -268,7 +242,7 @@ def _embed_unit(
         unit=f"samples:{ids[0]}",
         sample_ids=np.asarray(ids, dtype=np.int64),
         identity_ids=idents,
-        shards=[ShardSpec("embedding", embedder.name, {"embedding": vectors.cpu().numpy()})],
-        extra=lambda conn: conn.execute(sa.insert(SampleIssue.__table__), issues) if issues else None,
+        shards=[ShardSpec(ShardContent.EMBEDDING, embedder.name, {"embedding": vectors.cpu().numpy()})],
+        issues=problems,
     )
     report.embedded += len(ids)

@@ -1,5 +1,8 @@
 """Crop image files from one preset's geometry into another's: the library side of ``synthdb crop``.
 
+A job over files, above :mod:`synthdb.faces`: it reads and writes files and takes its detector from the
+model zoo, which knows where the detector's weights are.
+
 ``crop_images(paths, "mtcnn", "arcface", out_dir)`` reads each photo, crops it, writes ``out_dir/<stem>.png``
 and reports every file's outcome. One bad file (unreadable, no face, wrong size for a fixed preset) is a line
 in the report, not the end of the run.
@@ -15,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthdb import zoo
 from synthdb.errors import SynthdbError
-from synthdb.faces.align import Cropper, CropPreset, CropStatus
+from synthdb.faces.align import Cropper, CropPreset, CropStatus, get_preset
 from synthdb.faces.detect import Detector, load_image
 
 
@@ -72,7 +76,10 @@ def crop_images(paths: Sequence[str | Path], from_preset: str | CropPreset, to_p
     ``resize``, or the fixed geometry the files already have (``ffhq``, ``ffhq256``...: generator output).
     Files are handled one at a time, so photos of any size mix; ``detector`` reuses an already loaded one.
     """
-    cropper = Cropper(from_preset, to_preset, detector=detector, device=device, value_range=(0.0, 255.0))
+    source = get_preset(from_preset)
+    if detector is None and source.kind == "detector":
+        detector = zoo.detector(None, source.name, device)
+    cropper = Cropper(source, to_preset, detector=detector, value_range=(0.0, 255.0))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
