@@ -1,4 +1,4 @@
-"""Identity-analysis figures on the CPU, one process, ratios printed.
+"""Identity-analysis figures on the CPU, one process, ratios printed with PASS/FAIL per goal.
 
 1. Inter-class histogram of 20,000 x 512 embeddings (1,000 identities x 20; 2e8 pairs, 1024 bins):
    ours (``histogram.scan``) vs a baseline written like the reference (4096-row blocks J >= I, the angle
@@ -17,30 +17,60 @@ Data are face-embedding-like: identity centres drawn from a rank-32 latent-facto
 intrinsic dimension of real embeddings, one map per embedder) plus isotropic within-identity noise.
 Queries are new samples of known identities (IVF), or for the nearest check 1,000 new samples of REF
 identities (planted leaks) and 9,000 new identities.
+
+Every timed comparison runs its candidates in interleaved rounds (baseline, ours, baseline, ours, ...: see
+``timing.py``), so a neighbour's burst lands on both; medians and spreads are printed with the load average
+and thread counts, and the run exits 2 when the spread makes a ratio meaningless. ``--quick`` divides every
+size by 10 (100 at a million) for a smoke run of seconds whose ratios mean nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 import torch
 
-from synthdb.admin import init_workspace
-from synthdb.analysis.histogram import CPU_TILE, scan
-from synthdb.analysis.index import Searcher, build_index, load_index
-from synthdb.analysis.nearest import check_nearest
-from synthdb.analysis.query import query
-from synthdb.analysis.vectors import normalized
-from synthdb.catalog.datasets import create_dataset
-from synthdb.context import Context
-from synthdb.store.commit import NewSamples, ShardSpec, commit
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import add_arguments, check, environment, info, judge, measure, verdict  # noqa: E402
+
+from synthdb.admin import init_workspace  # noqa: E402
+from synthdb.analysis.histogram import CPU_TILE, PairScan, scan  # noqa: E402
+from synthdb.analysis.index import Searcher, build_index, load_index  # noqa: E402
+from synthdb.analysis.nearest import NearestReport, check_nearest  # noqa: E402
+from synthdb.analysis.query import query  # noqa: E402
+from synthdb.analysis.vectors import normalized  # noqa: E402
+from synthdb.catalog import indexes  # noqa: E402
+from synthdb.catalog.datasets import create_dataset  # noqa: E402
+from synthdb.catalog.datasets import dataset_id as lookup_dataset_id  # noqa: E402
+from synthdb.context import Context  # noqa: E402
+from synthdb.store.commit import NewSamples, ShardSpec, commit  # noqa: E402
 
 SHARD_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size the benchmark uses; :meth:`quick` divides them for a smoke run."""
+
+    hist_identities: int = 1000  # x 20 samples: 20,000 x 512
+    refs: int = 200_000  # nearest: references (one identity each)
+    leaks: int = 1000  # nearest: queries that are new samples of references
+    strangers: int = 9000  # nearest: queries of new identities
+    ivf_people: int = 50_000  # x 4 samples: IVF recall on 200,000 x 512
+    ivf_lists: int = 1024
+    million_people: int = 250_000  # x 4 samples: 1,000,000 x 128
+    million_lists: int = 4096
+    probes: int = 10_000
+
+    def quick(self) -> Sizes:
+        return Sizes(100, 20_000, 100, 900, 5000, 64, 2500, 64, 1000)
 
 
 def basis(dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -56,12 +86,6 @@ def samples(centre: np.ndarray, per: int, rng: np.random.Generator, noise: float
     spread = noise / math.sqrt(centre.shape[1])
     out = np.repeat(centre, per, axis=0) + spread * rng.standard_normal((len(centre) * per, centre.shape[1]))
     return out.astype(np.float32)
-
-
-def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - a stopwatch
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
 
 
 def reference_like(x: np.ndarray, ids: np.ndarray, bins: int = 1024, block: int = 4096) -> torch.Tensor:
@@ -81,12 +105,12 @@ def reference_like(x: np.ndarray, ids: np.ndarray, bins: int = 1024, block: int 
     return hist
 
 
-def bare_gemm(x: np.ndarray) -> float:
-    """The floor: our panels' matrix products (upper triangle + diagonal squares), nothing else."""
+def bare_gemm(x: np.ndarray) -> None:
+    """The floor: our panels' matrix products (upper triangle + diagonal squares), nothing else; the
+    normalisation is part of it, as it is of ``scan``."""
     unit = torch.from_numpy(normalized(x))
     rows, cols = CPU_TILE
     buffer = torch.empty(rows * cols)
-    start = time.perf_counter()
     n = len(unit)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
@@ -95,31 +119,45 @@ def bare_gemm(x: np.ndarray) -> float:
         for c0 in range(r1, n, cols):
             c1 = min(n, c0 + cols)
             torch.mm(panel, unit[c0:c1].T, out=buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0))
-    return time.perf_counter() - start
 
 
-def bench_histogram(rows: list[tuple[str, str]]) -> None:
+def bench_histogram(size: Sizes, args: argparse.Namespace) -> list[bool]:
     rng = np.random.default_rng(0)
-    x = samples(centres(basis(512, rng), 1000, rng), 20, rng, noise=0.9)
-    ids = np.repeat(np.arange(1000), 20)
-    floor = bare_gemm(x)
-    result, ours = timed(scan, x, ids, bins=1024)
-    baseline_hist, baseline = timed(reference_like, x, ids)
+    people = size.hist_identities
+    x = samples(centres(basis(512, rng), people, rng), 20, rng, noise=0.9)
+    ids = np.repeat(np.arange(people), 20)
+    last: dict[str, object] = {}  # the latest result of each, for the agreement line
+
+    def ours() -> None:
+        last["ours"] = scan(x, ids, bins=1024)
+
+    def baseline() -> None:
+        last["baseline"] = reference_like(x, ids)
+
+    print(f"\ninter-class histogram {len(x):,} x 512 ({people:,} identities x 20), 1024 bins", flush=True)
+    timings = measure(
+        {
+            "bare GEMM, same pairs": lambda: bare_gemm(x),
+            "ours (scan)": ours,
+            "reference-like baseline": baseline,
+        },
+        args,
+        len(x) * (len(x) - 1) / 2,
+        "pairs/s",
+    )
+    floor, mine, reference = timings.values()
+    results = [judge(mine, floor, 2.0, faster=False), judge(mine, reference, 2.0, faster=True)]
+    result, reference_hist = last["ours"], last["baseline"]
+    assert (
+        isinstance(result, PairScan) and result.inter is not None and isinstance(reference_hist, torch.Tensor)
+    )
     inter = result.histogram(result.inter)
-    moved = int(np.abs(inter.counts - baseline_hist.numpy().astype(np.int64)).sum())
-    rows += [
-        (
-            "histogram 20k x 512: pairs",
-            f"{inter.pairs:,} inter-class, {result.samples * (result.samples - 1) // 2:,} all",
-        ),
-        ("  ours (scan, 1024 bins)", f"{ours:.2f} s"),
-        ("  reference-like baseline", f"{baseline:.2f} s  -> ours {baseline / ours:.2f}x faster (goal >= 2)"),
-        ("  bare GEMM, same pairs", f"{floor:.2f} s  -> ours {ours / floor:.2f}x of it (goal <= 2)"),
-        (
-            "  edge pairs (bound)",
-            f"{inter.edge_pairs:,}; |ours - baseline| summed {moved:,} (baseline scales cos by 0.999999)",
-        ),
-    ]
+    moved = int(np.abs(inter.counts - reference_hist.numpy().astype(np.int64)).sum())
+    info(f"pairs: {inter.pairs:,} inter-class, {result.samples * (result.samples - 1) // 2:,} all")
+    info(
+        f"edge pairs (bound) {inter.edge_pairs:,}; |ours - baseline| summed {moved:,} (cos x 0.999999 there)"
+    )
+    return results
 
 
 def commit_dataset(ctx: Context, name: str, vectors: np.ndarray, labels: np.ndarray, model: str) -> None:
@@ -140,104 +178,133 @@ def commit_dataset(ctx: Context, name: str, vectors: np.ndarray, labels: np.ndar
         )
 
 
-def bench_nearest(rows: list[tuple[str, str]], root: Path) -> None:
+def drop_index(ctx: Context, dataset: str, model: str, factory: str, per: str) -> None:
+    """Forget a dataset's index (row and file), so that the next ``check_nearest`` builds it again."""
+    row = indexes.find(ctx.catalog, lookup_dataset_id(ctx.catalog, dataset), model, factory, per)
+    if row is None:
+        return
+    with ctx.catalog.begin() as conn:
+        indexes.delete_in(conn, [row.id])
+    ctx.store.abspath(row.path).unlink(missing_ok=True)
+
+
+def bench_nearest(size: Sizes, args: argparse.Namespace, root: Path) -> list[bool]:
     rng = np.random.default_rng(1)
     space = basis(512, rng)
-    refs = samples(centres(space, 200_000, rng), 1, rng)
-    known = rng.choice(200_000, 1000, replace=False)
-    queries = np.vstack([samples(refs[known], 1, rng), samples(centres(space, 9000, rng), 1, rng)])
+    refs = samples(centres(space, size.refs, rng), 1, rng)
+    known = rng.choice(size.refs, size.leaks, replace=False)
+    queries = np.vstack([samples(refs[known], 1, rng), samples(centres(space, size.strangers, rng), 1, rng)])
     ctx = init_workspace(root / "nearest")
-    commit_dataset(ctx, "ref", refs, np.arange(200_000), "e512")
-    commit_dataset(ctx, "query", queries, np.arange(10_000), "e512")
+    commit_dataset(ctx, "ref", refs, np.arange(size.refs), "e512")
+    commit_dataset(ctx, "query", queries, np.arange(len(queries)), "e512")
     flat = faiss.IndexFlatIP(512)
     flat.add(normalized(refs))
-    (_, bare_ids), bare = timed(flat.search, normalized(queries), 5)
-    report, ours = timed(
-        check_nearest, ctx, "query", "ref", "e512", k=5, threshold=0.5, by="identity", quiet=True
+    found: dict[str, object] = {}
+
+    def bare() -> None:
+        found["bare"] = flat.search(normalized(queries), 5)[1]
+
+    def ours() -> None:
+        found["ours"] = check_nearest(
+            ctx, "query", "ref", "e512", k=5, threshold=0.5, by="identity", quiet=True
+        )
+
+    print(f"\nnearest {len(queries):,} vs {size.refs:,} x 512, exact (Flat), by identity", flush=True)
+    timings = measure(
+        {
+            "bare IndexFlatIP.search": bare,
+            "check_nearest (index built)": ours,
+            "check_nearest (index fresh)": ours,
+        },
+        args,
+        len(queries),
+        "queries/s",
+        before={"check_nearest (index built)": lambda: drop_index(ctx, "ref", "e512", "Flat", "identity")},
     )
-    _, again = timed(
-        check_nearest, ctx, "query", "ref", "e512", k=5, threshold=0.5, by="identity", quiet=True
-    )
-    found = np.array([int(report.labels[int(i)]) for i in report.ref_identity_ids[:, 0]])  # label = position
-    recall = float(np.mean(found == bare_ids[:, 0]))
-    rows += [
-        ("nearest 10k vs 200k x 512, exact", f"bare IndexFlatIP.search {bare:.2f} s"),
-        (
-            "  check_nearest (index built)",
-            f"{ours:.2f} s -> {ours / bare:.2f}x of bare (goal <= 1.5), recall@1 {recall:.4f}",
-        ),
-        ("  check_nearest (index fresh)", f"{again:.2f} s -> {again / bare:.2f}x of bare"),
-        ("  planted leaks found", f"{report.leaking_queries} of 1000 (threshold 0.5 rad)"),
+    floor, built, fresh = timings.values()
+    report = found["ours"]
+    assert isinstance(report, NearestReport)
+    bare_ids = found["bare"]
+    assert isinstance(bare_ids, np.ndarray)
+    labels = np.array([int(report.labels[int(i)]) for i in report.ref_identity_ids[:, 0]])  # label = position
+    recall = float(np.mean(labels == bare_ids[:, 0]))
+    results = [
+        judge(built, floor, 1.5, faster=False),
+        check(recall == 1.0, f"exact recall@1 {recall:.4f} (goal 1)"),
     ]
+    info(f"{fresh.name}: {fresh.median / floor.median:.2f}x of {floor.name}")
+    info(f"planted leaks found: {report.leaking_queries} of {size.leaks} (threshold 0.5 rad)")
     ctx.close()
-    # IVF recall on 200k vectors: 50,000 identities x 4 samples; queries are new samples of known identities.
-    people = centres(space, 50_000, rng)
+    return results
+
+
+def bench_ivf_recall(size: Sizes, root: Path) -> list[bool]:
+    """IVF recall on 200k vectors: 50,000 identities x 4 samples; queries are new samples of known
+    identities (a recall, not a timing: build and search times are shown, not judged)."""
+    rng = np.random.default_rng(1)
+    space = basis(512, rng)
+    people = centres(space, size.ivf_people, rng)
     base = samples(people, 4, rng)
-    probes = normalized(samples(people[rng.integers(0, 50_000, 10_000)], 1, rng))
+    probes = normalized(samples(people[rng.integers(0, size.ivf_people, size.probes)], 1, rng))
     ctx = init_workspace(root / "ivf200k")
     commit_dataset(ctx, "people", base, np.arange(len(base)) // 4, "e512")
-    info, build = timed(build_index, ctx, "people", "e512", "IVF1024,Flat", "sample", quiet=True)
+    factory = f"IVF{size.ivf_lists},Flat"
+    info_row = build_index(ctx, "people", "e512", factory, "sample", quiet=True)
     exact = np.argmax(probes @ normalized(base).T, axis=1)
-    (_, ivf_ids), ivf = timed(Searcher(load_index(info.path)).search, probes, 1)
+    _, ivf_ids = Searcher(load_index(info_row.path)).search(probes, 1)
     rows_in_order = query(ctx, "SELECT sample_id FROM embeddings WHERE dataset = 'people'").column(0)
     sample_of_row = np.sort(rows_in_order.to_numpy())  # one commit after another: ids ascend with rows
-    ivf_recall = float(np.mean(ivf_ids[:, 0] == sample_of_row[exact]))
-    rows.append(
-        (
-            "IVF1024,Flat on 200k x 512",
-            f"default nprobe {info.search_value} (calibrated recall {info.recall_at_1:.4f}); "
-            f"recall@1 on 10k new samples {ivf_recall:.4f} (goal >= 0.99); "
-            f"build {build:.1f} s, search {ivf:.2f} s",
-        )
-    )
+    recall = float(np.mean(ivf_ids[:, 0] == sample_of_row[exact]))
     ctx.close()
+    print(f"\n{factory} on {len(base):,} x 512", flush=True)
+    claim = (
+        f"recall@1 {recall:.4f} on {size.probes:,} new samples at the calibrated default nprobe "
+        f"{info_row.search_value} (calibrated recall {info_row.recall_at_1:.4f}; goal >= 0.99)"
+    )
+    return [check(recall >= 0.99, claim)]
 
 
-def bench_ivf_million(rows: list[tuple[str, str]], root: Path) -> None:
+def bench_ivf_million(size: Sizes, args: argparse.Namespace, root: Path) -> list[bool]:
     rng = np.random.default_rng(2)
-    people = centres(basis(128, rng), 250_000, rng)
+    people = centres(basis(128, rng), size.million_people, rng)
     base = samples(people, 4, rng)
-    queries = normalized(samples(people[rng.integers(0, 250_000, 10_000)], 1, rng))
+    queries = normalized(samples(people[rng.integers(0, size.million_people, size.probes)], 1, rng))
     ctx = init_workspace(root / "million")
     commit_dataset(ctx, "big", base, np.arange(len(base)) // 4, "e128")
-    flat_info, flat_build = timed(build_index, ctx, "big", "e128", "Flat", "sample", quiet=True)
-    ivf_info, ivf_build = timed(build_index, ctx, "big", "e128", "IVF4096,Flat", "sample", quiet=True)
-    (_, exact), flat_time = timed(Searcher(load_index(flat_info.path)).search, queries, 1)
-    (_, approx), ivf_time = timed(Searcher(load_index(ivf_info.path)).search, queries, 1)
-    recall = float(np.mean(approx[:, 0] == exact[:, 0]))
-    rows += [
-        (
-            "IVF vs Flat, 10k queries vs 1M x 128",
-            f"Flat {flat_time:.2f} s, IVF4096,Flat {ivf_time:.2f} s "
-            f"-> {flat_time / ivf_time:.1f}x faster (goal >= 5)",
-        ),
-        (
-            "  IVF default nprobe",
-            f"{ivf_info.search_value} (calibrated {ivf_info.recall_at_1:.4f}); recall@1 {recall:.4f} "
-            "(goal >= 0.99)",
-        ),
-        ("  build times", f"Flat {flat_build:.1f} s, IVF {ivf_build:.1f} s (train on {64 * 4096:,}, add 1M)"),
-    ]
+    factory = f"IVF{size.million_lists},Flat"
+    flat = Searcher(load_index(build_index(ctx, "big", "e128", "Flat", "sample", quiet=True).path))
+    ivf_info = build_index(ctx, "big", "e128", factory, "sample", quiet=True)
+    ivf = Searcher(load_index(ivf_info.path))
     ctx.close()
-
-
-def show(rows: list[tuple[str, str]]) -> None:
-    for key, value in rows:
-        print(f"{key.ljust(36)}  {value}", flush=True)
+    print(f"\nIVF vs Flat, {size.probes:,} queries vs {len(base):,} x 128", flush=True)
+    timings = measure(
+        {"Flat search": lambda: flat.search(queries, 1), f"{factory} search": lambda: ivf.search(queries, 1)},
+        args,
+        size.probes,
+        "queries/s",
+    )
+    exhaustive, approximate = timings.values()
+    recall = float(np.mean(ivf.search(queries, 1)[1][:, 0] == flat.search(queries, 1)[1][:, 0]))
+    claim = f"recall@1 {recall:.4f} at default nprobe {ivf_info.search_value} (goal >= 0.99)"
+    return [judge(approximate, exhaustive, 5.0, faster=True), check(recall >= 0.99, claim)]
 
 
 def main() -> None:
-    print(f"torch threads {torch.get_num_threads()}, faiss threads {faiss.omp_get_max_threads()}", flush=True)
-    rows: list[tuple[str, str]] = []
-    bench_histogram(rows)
-    show(rows)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    ap.add_argument(
+        "--skip-ivf", action="store_true", help="Histogram and nearest only (the goals of issue 20)."
+    )
+    args = ap.parse_args()
+    size = Sizes().quick() if args.quick else Sizes()
+    print(f"identity analysis on the CPU; {environment()}", flush=True)
+    results = bench_histogram(size, args)
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
-        rows = []
-        bench_nearest(rows, Path(tmp))
-        show(rows)
-        rows = []
-        bench_ivf_million(rows, Path(tmp))
-        show(rows)
+        results += bench_nearest(size, args, Path(tmp))
+        if not args.skip_ivf:
+            results += bench_ivf_recall(size, Path(tmp))
+            results += bench_ivf_million(size, args, Path(tmp))
+    verdict(results)
 
 
 if __name__ == "__main__":

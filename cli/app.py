@@ -5,12 +5,14 @@ Commands parse their options, call one ``synthdb`` function and print its result
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
 import click
 
 from synthdb import __version__
+from synthdb.catalog.runs import RunInterrupted
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 
@@ -46,7 +48,8 @@ def pass_options(command):  # noqa: ANN001, ANN201 - a click decorator
 
 
 class Group(click.Group):
-    """Turns user-fixable errors into ``error: ...`` on one line and exit status 1."""
+    """Turns user-fixable errors into ``error: ...`` on one line and exit status 1, and Ctrl-C into one line
+    naming the interrupted run and how to continue it (exit status 130, the shell's for SIGINT)."""
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
         try:
@@ -54,9 +57,23 @@ class Group(click.Group):
         except SynthdbError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # the reader left (`| head`): nothing more to say, and nowhere to say it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as exc:  # a path given that cannot be made, read or written (--out /proc/nope)
+            where = f" {exc.filename}" if exc.filename else ""
+            fix = "check that the path exists and that you may write there"
+            click.echo(f"error: cannot use{where} ({exc.strerror or exc}): {fix}", err=True)
+            sys.exit(1)
+        except RunInterrupted as exc:
+            click.echo(f"Ctrl-C: {exc}", err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("Ctrl-C: interrupted", err=True)
+            sys.exit(130)
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--workspace",
     "-w",

@@ -8,6 +8,8 @@ import click
 
 from synthdb import defaults
 from synthdb.cli.app import Options, cli, pass_options
+from synthdb.cli.params import count_option, device_option, spec_option
+from synthdb.params import Spec
 
 
 @cli.command()
@@ -17,8 +19,8 @@ from synthdb.cli.app import Options, cli, pass_options
 )
 @click.option("--to", "target", required=True, help="Output preset: arcface, ffhq, dlib150, iresnet_bob, ...")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory for PNGs.")
-@click.option("--device", default="cpu", show_default=True)
-def crop(images: tuple[str, ...], source: str, target: str, out: str, device: str) -> None:
+@device_option()
+def crop(images: tuple[str, ...], source: str, target: str, out: str, device: str | None) -> None:
     """Crop face images from one preset's geometry into another's."""
     from synthdb.crop_files import crop_images
 
@@ -40,10 +42,18 @@ def crop(images: tuple[str, ...], source: str, target: str, out: str, device: st
     show_default=True,
     help="none: the images are already aligned crops of the model's preset.",
 )
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--unit-size", default=256, show_default=True, help="Samples per committed work unit.")
-@click.option("--workers", type=int, help="Decoding processes (default: up to 2).")
-@click.option("--device", default="cpu", show_default=True)
+@count_option("--batch-size", 32, "Images per embedder pass.")
+@count_option("--unit-size", 256, "Samples per committed work unit.")
+@spec_option(
+    "--workers", spec=Spec("Decoding processes; 0: in this process [default: up to 2].", low=0), base=int
+)
+@device_option()
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Retire the dataset's embeddings (and issues) of this model first and re-embed every image, e.g. "
+    "with another --detector.",
+)
 @pass_options
 def embed(
     opts: Options,
@@ -53,21 +63,22 @@ def embed(
     batch_size: int,
     unit_size: int,
     workers: int | None,
-    device: str,
+    device: str | None,
+    replace: bool,
 ) -> None:
     """Detect, align and embed every image of DATASET; resumable, one shard per work unit."""
     from synthdb.embed_dataset import embed_dataset
 
     with opts.open() as ctx:
         report = embed_dataset(
-            ctx, dataset, model, detector, batch_size, unit_size, workers, device, opts.quiet
+            ctx, dataset, model, detector, batch_size, unit_size, workers, device, opts.quiet, replace
         )
-    if report.run_id is None:
-        click.echo(f"{dataset}: all {report.already_done} images already embedded with {model}")
-        return
     issues = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.issues.items()) or "no issues"
+    if report.run_id is None:
+        click.echo(f"{dataset}: all {report.already_done} images already embedded with {model}; {issues}")
+        return
     click.echo(
         f"{dataset}: {report.embedded} images embedded with {model} ({detector}), "
-        f"{report.already_done} done before; {issues} (run {report.run_id}; "
+        f"{report.already_done} done before; in the dataset: {issues} (run {report.run_id}; "
         "see catalog.sample_issue)"
     )

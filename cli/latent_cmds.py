@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from synthdb.cli.app import Options, cli, echo_rows, pass_options
+from synthdb.cli.params import spec_option
+from synthdb.params import Spec
 
 COVARIATE_NAMES = ["pose", "illumination", "smile", "scream", "disgust", "squint", "surprise"]
 
@@ -25,7 +27,7 @@ def latent() -> None:
 )
 @click.option("--name", help="Name of the direction set (default: PROJECTIONS, or PROJECTIONS-PROTOCOL).")
 @click.option("--generator", help="The generator of the latents (needed only when the dataset has several).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the SVM solver.")
+@spec_option("--seed", spec=Spec("Seed of the SVM solver.", low=0), base=int, default=0)
 @pass_options
 def analyze_cmd(
     opts: Options, projections: str, protocol: str, name: str | None, generator: str | None, seed: int

@@ -2,6 +2,7 @@
 
 from synthdb.cli import (  # noqa: F401 - importing a module registers its commands
     analysis_cmds,
+    dataset_cmds,
     export_cmds,
     face_cmds,
     generate_cmds,

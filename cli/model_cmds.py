@@ -19,34 +19,38 @@ def models() -> None:
 
 
 @models.command(name="list")
-@click.option("--kind", type=click.Choice(KINDS))
+@click.option("--kind", type=click.Choice(KINDS), help="Only models of this kind.")
 @pass_options
 def models_list(opts: Options, kind: str | None) -> None:
-    """List model cards, whether their weights are here, and their licences."""
+    """List model cards and tiny configurations, whether their weights are here, and their licences
+    (outside a workspace: only embedded weights count as here)."""
     from synthdb import zoo
 
-    with opts.open() as ctx:
+    with zoo.workspace_if_any(opts.workspace) as ctx:
         rows = zoo.status(ctx, kind)
     width = max(len(r.card.name) for r in rows)
+    click.echo(f"{'NAME'.ljust(width)}  {'KIND':<10}  {'WEIGHTS':<9}  USE")
     for r in rows:
         where = "embedded" if r.card.embedded else ("ready" if r.weights else "missing")
+        where = "untrained" if r.card.name in zoo.TINY else where
         commercial = {True: "commercial ok", False: "non-commercial"}.get(
             r.card.commercial_use, "terms unclear"
         )
-        click.echo(f"{r.card.name.ljust(width)}  {r.card.kind:<10}  {where:<8}  {commercial}")
+        click.echo(f"{r.card.name.ljust(width)}  {r.card.kind:<10}  {where:<9}  {commercial}")
 
 
 @models.command(name="show")
 @click.argument("name")
 @pass_options
 def models_show(opts: Options, name: str) -> None:
-    """Show a model card and where its weights are."""
+    """Show a model card (or tiny configuration) and where its weights are."""
     from synthdb import zoo
 
-    with opts.open() as ctx:
+    with zoo.workspace_if_any(opts.workspace) as ctx:
         found = zoo.model_status(ctx, name)
     fields = [(k, v) for k, v in vars(found.card).items() if v not in ("", None, {})]
-    echo_rows([*fields, ("weights", found.weights or "not on this machine")])
+    weights = "drawn from a fixed seed (untrained)" if name in zoo.TINY else "not on this machine"
+    echo_rows([*fields, ("weights", found.weights or weights)])
 
 
 @models.command(name="add")

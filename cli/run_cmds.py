@@ -7,7 +7,9 @@ import json
 import click
 
 from synthdb.catalog.runs import get_run, list_runs
+from synthdb.catalog.schema import RunKind
 from synthdb.cli.app import Options, cli, echo_rows, pass_options
+from synthdb.cli.params import count_option
 
 
 @cli.group()
@@ -16,13 +18,14 @@ def runs() -> None:
 
 
 @runs.command(name="list")
-@click.option("--limit", default=30, show_default=True)
-@click.option("--kind", help="Only runs of this kind (import, embed, references, ...).")
+@count_option("--limit", 30, "Newest runs to list.")
+@click.option("--kind", type=click.Choice([k.value for k in RunKind]), help="Only runs of this kind.")
 @pass_options
 def runs_list(opts: Options, limit: int, kind: str | None) -> None:
     """The newest runs first."""
     with opts.open() as ctx:
         rows = list_runs(ctx.catalog, limit, kind)
+    click.echo(f"{'ID':>6}  {'KIND':<10} {'ALGORITHM':<24} {'STATUS':<12} {'DONE':>5}  STARTED")
     for run in rows:
         click.echo(
             f"{run.id:>6}  {run.kind:<10} {run.algorithm or '':<24} {run.status:<12} "

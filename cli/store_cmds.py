@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from synthdb import admin
 from synthdb.analysis import query as q
 from synthdb.cli.app import Options, cli, pass_options
+from synthdb.cli.params import spec_option
+from synthdb.params import Spec
 from synthdb.progress import progress_bar
 from synthdb.store import fsck as checks
 
 
 @cli.command()
 @click.argument("sql")
-@click.option("--format", "fmt", type=click.Choice(q.FORMATS), default="table", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(q.FORMATS),
+    default="table",
+    show_default=True,
+    help="How the rows are printed or written (--output).",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to FILE.")
 @click.option(
     "--engine",
@@ -24,13 +34,12 @@ from synthdb.store import fsck as checks
     show_default=True,
     help="duckdb: catalog + shard views; catalog: the SQL runs on the catalog database itself.",
 )
-@click.option(
+@spec_option(
     "--timeout",
     "timeout_s",
-    type=float,
+    spec=Spec("Seconds before the statement is cancelled, where it runs.", low=0, low_open=True),
+    base=float,
     default=q.DEFAULT_TIMEOUT_S,
-    show_default=True,
-    help="Seconds before the statement is cancelled (where it runs, the server included).",
 )
 @click.option(
     "--memory-limit",
@@ -46,7 +55,8 @@ def query(
     timeout_s: float,
     memory_limit: str | None,
 ) -> None:
-    """Run read-only SQL over the catalog (schema `catalog`) and the views `embeddings` and `latents`."""
+    """Run read-only SQL over the catalog (schema `catalog`) and the views `embeddings`, `latents`, `nearest`
+    and `stats`."""
     with opts.open() as ctx:
         table = q.query(ctx, sql, engine, timeout_s, memory_limit)
     if fmt == "table" and output is None and sys.stdout.isatty():
@@ -62,37 +72,34 @@ def query(
     if text is not None:
         click.echo(text)
     else:
-        click.echo(f"wrote {table.num_rows} rows ({table.num_columns} columns, {fmt}) to {output}")
+        where = Path(output).resolve()
+        click.echo(f"wrote {table.num_rows} rows ({table.num_columns} columns, {fmt}) to {where}")
 
 
 @cli.command()
 @click.option("--quick", is_flag=True, help="Compare sizes only; skip re-hashing every shard.")
+@click.option("--files", is_flag=True, help="Also check that every sample's image file exists (stat only).")
 @pass_options
-def fsck(opts: Options, quick: bool) -> None:
+def fsck(opts: Options, quick: bool, files: bool) -> None:
     """Check store files against catalog rows: missing, corrupt, orphan, staged and foreign files."""
-    with opts.open() as ctx, progress_bar(None, "checking shards", opts.quiet) as advance:
-        report = checks.fsck(ctx.catalog, ctx.store, verify=not quick, advance=advance)
+    with opts.open() as ctx, progress_bar(None, "fsck", opts.quiet, unit="files") as advance:
+        report = checks.fsck(ctx.catalog, ctx.store, verify=not quick, advance=advance, files=files)
     for kind in ("missing", "corrupt", "orphans", "staged", "foreign"):
         for path in getattr(report, kind):
             click.echo(f"{kind.rstrip('s')}: {path}")
-    if report.clean:
-        click.echo(f"clean: {report.checked} committed shards checked")
-        return
-    click.echo(
-        f"{report.checked} committed shards checked; {len(report.missing)} missing, "
-        f"{len(report.corrupt)} corrupt, {len(report.orphans)} orphan, {len(report.staged)} staged, "
-        f"{len(report.foreign)} foreign. `synthdb gc` removes orphan and staged files; missing or corrupt "
-        "shards need the command that wrote them re-run; foreign files are not synthdb's: it leaves them."
-    )
-    sys.exit(1)
+    for line in report.missing_files:
+        click.echo(f"missing sample file: {line}")
+    click.echo(report.summary(files))
+    if not report.clean:
+        sys.exit(1)
 
 
 @cli.command()
-@click.option(
+@spec_option(
     "--min-age",
+    spec=Spec("Keep unreferenced files younger than this many seconds (a live writer may own them).", low=0),
+    base=float,
     default=300.0,
-    show_default=True,
-    help="Keep unreferenced files younger than this many seconds (a live writer may own them).",
 )
 @pass_options
 def gc(opts: Options, min_age: float) -> None:

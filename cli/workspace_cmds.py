@@ -8,6 +8,8 @@ import click
 
 from synthdb import admin
 from synthdb.cli.app import Options, cli, echo_rows, pass_options
+from synthdb.cli.params import count_option, spec_option
+from synthdb.params import Spec
 
 
 @cli.command()
@@ -76,10 +78,10 @@ def current(opts: Options) -> None:
 
 @cli.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
-@click.option("--identities", default=24, show_default=True, help="Reference identities (Langevin).")
-@click.option("--per-identity", default=4, show_default=True, help="Variations per identity (Dispersion).")
-@click.option("--iterations", default=10, show_default=True, help="Langevin iterations.")
-@click.option("--seed", default=0, show_default=True)
+@count_option("--num-identities", 24, "Reference identities (Langevin).", hidden_alias="--identities")
+@count_option("--num-variations", 4, "Variations per identity (Dispersion).", hidden_alias="--per-identity")
+@count_option("--langevin-iterations", 10, "Langevin iterations.", hidden_alias="--iterations")
+@spec_option("--seed", spec=Spec("Root seed of every random draw.", low=0), base=int, default=0)
 @click.option(
     "--photos",
     type=click.Path(exists=True, file_okay=False),
@@ -90,9 +92,9 @@ def current(opts: Options) -> None:
 def demo(
     opts: Options,
     directory: str | None,
-    identities: int,
-    per_identity: int,
-    iterations: int,
+    num_identities: int,
+    num_variations: int,
+    langevin_iterations: int,
     seed: int,
     photos: str | None,
 ) -> None:
@@ -103,7 +105,13 @@ def demo(
 
     directory = directory or tempfile.mkdtemp(prefix="synthdb-demo-")
     result = run_demo(
-        directory, identities, per_identity, iterations, seed=seed, photos=photos, quiet=opts.quiet
+        directory,
+        num_identities,
+        num_variations,
+        langevin_iterations,
+        seed=seed,
+        photos=photos,
+        quiet=opts.quiet,
     )
     for line in demo_summary(result):
         click.echo(line)

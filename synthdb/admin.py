@@ -10,11 +10,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from synthdb import __version__, workspace
-from synthdb.catalog import Catalog, migrate, pg_access
+from synthdb.catalog import Catalog, migrate, pg_access, shards, stores
 from synthdb.catalog.tables import row_counts
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.store.layout import Store, adopt_store, claim_store
+from synthdb.store.layout import MARKER, SHARD_PATH, Store, adopt_store, claim_store, read_marker
 
 
 def init_workspace(
@@ -37,13 +37,52 @@ def init_workspace(
     catalog = Catalog(probe)
     try:
         migrate.upgrade(catalog.engine)
+        store = team_store(catalog, root, store)
+        workspace.write_config(root, catalog_url, store, models_dir)
+        store_id = claim_store(root)  # the marker that lets fsck and gc act on it (synthdb.store.layout)
+        stores.record(catalog, store_id, str(workspace.load(root).store))
     finally:
         catalog.dispose()
-    workspace.write_config(root, catalog_url, store, models_dir)
-    claim_store(root)  # the marker that lets fsck and gc act on the store (synthdb.store.layout)
     ctx = Context.from_workspace(workspace.load(root))
     ctx.store.ensure()
     return ctx
+
+
+def team_store(catalog: Catalog, root: Path, store: str | None) -> str | None:
+    """The ``store`` setting of a new workspace of ``catalog``: the one given, else the catalog's recorded
+    store when this machine has it at the recorded place; refused (one line, nothing written) when that is
+    not the store the catalog's shards are in, so a second team member never gets an empty store of their
+    own. A catalog that records no store takes the new workspace's, unless it lists shards already (made
+    before stores were recorded): then the folder must be named."""
+    recorded = stores.recorded(catalog)
+    if recorded is None:
+        count = stores.shard_count(catalog)
+        if count and store is None and not os.environ.get(workspace.ENV_OVERRIDES["store"]):
+            raise SynthdbError(
+                f"the catalog {catalog.display_url} lists {count} shards but records no store: pass --store "
+                "with the folder that holds them (the store of the workspace that wrote them)"
+            )
+        return store
+    folder = _store_folder(root, store or recorded.location)
+    found = read_marker(folder)
+    if found == recorded.store_id:
+        return store or recorded.location
+    if store is None and not os.environ.get(workspace.ENV_OVERRIDES["store"]) and not folder.exists():
+        raise SynthdbError(
+            f"the catalog {catalog.display_url} keeps its shards in {recorded.describe()}, which this "
+            "machine does not have: pass --store DIR, the folder where that store is mounted here"
+        )
+    what = f"carries no {MARKER} marker" if found is None else f"is marked as store '{found}'"
+    raise SynthdbError(
+        f"{folder} {what}, but the catalog {catalog.display_url} keeps its shards in {recorded.describe()}: "
+        "pass --store DIR, the folder where that store is mounted here"
+    )
+
+
+def _store_folder(root: Path, store: str) -> Path:
+    """Where a workspace at ``root`` with ``store`` would keep its store ($SYNTHDB_STORE wins, as on open)."""
+    path = Path(os.environ.get(workspace.ENV_OVERRIDES["store"]) or store).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
 
 
 @dataclass(frozen=True)
@@ -140,9 +179,34 @@ def upgrade(where: str | os.PathLike | None = None, target: str = "head") -> str
 
 def adopt(where: str | os.PathLike | None = None) -> tuple[workspace.Workspace, str]:
     """``synthdb store adopt``: the workspace found from ``where``, whose configured store is marked as its
-    own (:func:`synthdb.store.layout.adopt_store`), and the store's id."""
+    own (:func:`synthdb.store.layout.adopt_store`), and the store's id.
+
+    The catalog's recorded store decides the id: an unmarked folder gets it back, but only when it holds
+    the catalog's shard files (or the catalog has none), so an empty folder named by mistake is not passed
+    off as the team's store; a catalog that records no store records this one."""
     ws = workspace.find(where)
-    return ws, adopt_store(ws)
+    catalog = Catalog(ws.catalog_url)
+    try:
+        migrate.check_current(catalog.engine)
+        recorded = stores.recorded(catalog)
+        if recorded is not None and read_marker(ws.store) is None:
+            _check_holds_shards(catalog, ws)
+        store_id = adopt_store(ws, recorded.store_id if recorded else None)
+        stores.record(catalog, store_id, str(ws.store))
+    finally:
+        catalog.dispose()
+    return ws, store_id
+
+
+def _check_holds_shards(catalog: Catalog, ws: workspace.Workspace, sample: int = 20) -> None:
+    """Refuse to mark ``ws.store`` as the catalog's store when it holds none of its first shard files."""
+    paths = [row.path for row in shards.committed(catalog, limit=sample)]
+    owned = [Store(ws.store).owned_path(path, SHARD_PATH) for path in paths]  # never a crafted row's path
+    if paths and not any(full is not None and full.is_file() for full in owned):
+        raise SynthdbError(
+            f"{ws.store} holds none of the catalog's shard files: fix `store` in {ws.config_path} (or "
+            "$SYNTHDB_STORE) to the folder where the catalog's store is mounted"
+        )
 
 
 def current(where: str | os.PathLike | None = None) -> tuple[str | None, str]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthdb import workspace
-from synthdb.catalog import Catalog, migrate
+from synthdb.catalog import Catalog, migrate, stores
 from synthdb.errors import SynthdbError
-from synthdb.store.layout import Store
+from synthdb.store.layout import MARKER, Store, read_marker
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Context:
             _check_sqlite_file(catalog, ws)
             if check_schema:
                 migrate.check_current(catalog.engine)
+                check_store(catalog, ws)
         except BaseException:
             catalog.dispose()
             raise
@@ -75,3 +76,24 @@ def _check_sqlite_file(catalog: Catalog, ws: workspace.Workspace) -> None:
             f"the catalog {path} is an empty file: run `synthdb db upgrade` to give it the schema, or fix "
             f"catalog_url in {ws.config_path}"
         )
+
+
+def check_store(catalog: Catalog, ws: workspace.Workspace) -> None:
+    """Refuse a workspace whose store is neither recorded (``store_id``) nor marked as the catalog's store.
+
+    Either proof is enough here: a marker that disagrees with ``store_id`` is for ``fsck``/``gc`` to refuse
+    (:meth:`Store.check_owned`), which says how to fix it. What this catches is the workspace made with a
+    store of its own for a catalog whose shards are elsewhere.
+    """
+    recorded = stores.recorded(catalog)
+    if recorded is None or ws.store_id == recorded.store_id:
+        return
+    found = read_marker(ws.store)
+    if found == recorded.store_id:
+        return
+    what = f"carries no {MARKER} marker" if found is None else f"is store '{found}'"
+    raise SynthdbError(
+        f"{ws.store} {what}, but this catalog's shards are in {recorded.describe()}: set `store` in "
+        f"{ws.config_path} (or $SYNTHDB_STORE) to the folder where that store is mounted on this machine, "
+        "then run `synthdb store adopt`"
+    )

@@ -68,7 +68,7 @@ def output_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 def crop_images(paths: Sequence[str | Path], from_preset: str | CropPreset, to_preset: str | CropPreset,
-                out_dir: str | Path, *, device: str | torch.device = "cpu",
+                out_dir: str | Path, *, device: str | torch.device | None = None,
                 detector: Detector | None = None) -> CropReport:
     """Crop each image file and write the crops as PNGs into ``out_dir`` (created if missing).
 
@@ -77,6 +77,7 @@ def crop_images(paths: Sequence[str | Path], from_preset: str | CropPreset, to_p
     Files are handled one at a time, so photos of any size mix; ``detector`` reuses an already loaded one.
     """
     source = get_preset(from_preset)
+    device = zoo.device_of(device)  # None: cuda when visible, as every command's --device
     if detector is None and source.kind == "detector":
         detector = zoo.detector(None, source.name, device)
     cropper = Cropper(source, to_preset, detector=detector, value_range=(0.0, 255.0))

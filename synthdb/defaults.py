@@ -13,7 +13,10 @@ its names at start-up); the cards are read when a value is asked for.
 
 from __future__ import annotations
 
+from typing import Any
+
 from synthdb.errors import SynthdbError
+from synthdb.params import param
 
 #: The embedded generator and embedder: no download needed.
 GENERATOR = "dcgan-digiface"
@@ -58,3 +61,29 @@ def generator_setting(generator: str, key: str, fallback: float) -> float:
     cards = {card.name: card for card in list_cards("generator")}
     card = cards.get(generator)
     return float(card.algorithm_defaults.get(key, fallback)) if card is not None else fallback
+
+
+def device(requested: str | None = None) -> str:
+    """The torch device a job runs on: the one asked for, else ``cuda`` when torch sees a GPU, else ``cpu``
+    (every command's ``--device`` defaults to this, so a job runs where it would run fastest)."""
+    if requested:
+        return requested
+    import torch  # only when a job needs a device
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def generator_param() -> Any:
+    """The ``generator`` field of every job that draws images: default :data:`GENERATOR`."""
+    return param(
+        GENERATOR,
+        help="Generator: a model card (dcgan-digiface is embedded, trained on DigiFace-1M), a file, or a "
+        "tiny configuration (stylegan2-tiny... are UNTRAINED: their images are not faces).",
+    )
+
+
+def embedder_param(
+    help: str = "Face embedder (a model card): its threshold is every threshold's default.",
+) -> Any:
+    """The ``embedder`` field of every job that embeds: default :data:`EMBEDDER`."""
+    return param(EMBEDDER, help=help)

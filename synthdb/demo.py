@@ -134,7 +134,8 @@ def run_demo(
             ),
             quiet=quiet,
         )
-        images = sum(generate_dataset_images(ctx, name, quiet=quiet) for name in (REFERENCES, VARIATIONS))
+        rendered = [generate_dataset_images(ctx, name, quiet=quiet) for name in (REFERENCES, VARIATIONS)]
+        images = sum(part.count for part in rendered)
         result = DemoResult(
             workspace=ctx.ws.root,
             identities=identities,

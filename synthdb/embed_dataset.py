@@ -10,6 +10,11 @@ never duplicates a vector, and never retries a file that cannot work.
 
 When a photo holds several faces the largest is embedded and the count is recorded as an issue,
 never silently: the sample's vector is of one face among several.
+
+A dataset's embeddings of one model come from one detector: the vectors of two alignments are not
+comparable, so a run with another ``detector`` than the one that made them is refused, naming both, and
+``replace`` retires them (and the model's issues) to re-embed everything. Workers hand over a few images
+at a time (:data:`DETECT_CHUNK`), so progress moves every few images, not once per committed unit.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from synthdb import defaults, zoo
 from synthdb.catalog import issues, samples, shards
 from synthdb.catalog.datasets import get_dataset
-from synthdb.catalog.runs import recorded_run, set_progress, set_summary
+from synthdb.catalog.runs import recorded_run, set_progress, set_summary, space_writers
 from synthdb.catalog.schema import RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -40,10 +45,15 @@ from synthdb.store.commit import ShardSpec, commit
 from synthdb.untrusted import Refused, image_header, resolve_inside
 
 DETECTORS = ("mtcnn", "dlib", "none")
+DETECT_CHUNK = 8
+"""Images a decoding worker hands over at once: how often progress moves."""
 
 
 @dataclass
 class EmbedReport:
+    """What an embed did: ``issues`` are the whole dataset's for this model (a resumed run's included),
+    ``new_issues`` those this run met; ``replaced`` the shards ``replace`` retired."""
+
     dataset: str
     model: str
     detector: str
@@ -51,35 +61,43 @@ class EmbedReport:
     embedded: int = 0
     already_done: int = 0
     issues: dict[str, int] = field(default_factory=dict)
+    new_issues: dict[str, int] = field(default_factory=dict)
+    replaced: int = 0
 
     def summary(self) -> dict[str, object]:
-        return {"embedded": self.embedded, "already_done": self.already_done, "issues": self.issues}
+        return {
+            "embedded": self.embedded,
+            "already_done": self.already_done,
+            "issues": self.issues,
+            "new_issues": self.new_issues,
+            "replaced_shards": self.replaced,
+        }
 
 
 Item = tuple[int, int | None, str]  # sample id, identity id, path relative to the dataset root
 Result = tuple[int, int | None, torch.Tensor | None, dict | None]
 
 
-class _Units(Dataset):
-    """Per item: one work unit decoded, searched for faces and aligned, in a DataLoader worker process.
+class _Chunks(Dataset):
+    """Per item: a chunk of a work unit decoded, searched for faces and aligned, in a DataLoader worker.
 
     Each result is ``(sample_id, identity_id, crop, issue)``: the aligned uint8 crop (3, S, S) or None,
-    and the issue to record (unreadable, no face, several faces) or None. A unit's images go to the
+    and the issue to record (unreadable, no face, several faces) or None. A chunk's images go to the
     detector together (MTCNN batches images of equal size). The detector is built lazily, once per
     worker process, so workers never share (or pickle) a model.
     """
 
-    def __init__(self, root: Path, units: list[list[Item]], detector: str, preset: str, size: int) -> None:
-        self.root, self.units, self.detector, self.preset, self.size = root, units, detector, preset, size
+    def __init__(self, root: Path, chunks: list[list[Item]], detector: str, preset: str, size: int) -> None:
+        self.root, self.chunks, self.detector, self.preset, self.size = root, chunks, detector, preset, size
         self._cropper: Cropper | None = None
 
     def __len__(self) -> int:
-        return len(self.units)
+        return len(self.chunks)
 
     def __getitem__(self, index: int) -> list[Result]:
         results: dict[int, Result] = {}
         loaded: list[tuple[int, Item, np.ndarray]] = []
-        for position, (sample_id, identity_id, path) in enumerate(self.units[index]):
+        for position, (sample_id, identity_id, path) in enumerate(self.chunks[index]):
             try:
                 real = resolve_inside(self.root, path)  # the tree may have changed since the import
                 image_header(real)  # byte and pixel caps before anything is decoded
@@ -102,7 +120,7 @@ class _Units(Dataset):
         for (position, (sample_id, identity_id, _), image), faces in zip(loaded, found, strict=True):
             crop, issue = self._align(image, faces)
             results[position] = (sample_id, identity_id, crop, issue)
-        return [results[i] for i in range(len(self.units[index]))]
+        return [results[i] for i in range(len(self.chunks[index]))]
 
     def _align(self, image: np.ndarray, found: ImageFaces | None) -> tuple[torch.Tensor | None, dict | None]:
         tensor = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float()
@@ -157,6 +175,24 @@ def _pending(ctx: Context, dataset_id: int, model: str) -> tuple[list[tuple[int,
     return pending, len(rows.id) - len(pending)
 
 
+def check_detector(ctx: Context, dataset_id: int, dataset: str, model: str, detector: str) -> None:
+    """Refuse ``detector`` when embed runs with another detector made the dataset's ``model`` vectors (or
+    issues): one model's vectors of a dataset must share one alignment. Vectors made by other runs
+    (a generator's own embeddings, an imported samples.h5) name no detector and are not compared."""
+    used = {
+        str(run.params.get("detector")): run.id
+        for run in space_writers(ctx.catalog, dataset_id, ShardContent.EMBEDDING, model)
+        if run.kind == RunKind.EMBED and run.params.get("detector") != detector
+    }
+    if used:
+        made = ", ".join(f"--detector {name} (run {run_id})" for name, run_id in sorted(used.items()))
+        raise SynthdbError(
+            f"dataset '{dataset}' has {model} embeddings made with {made}, so --detector {detector} would "
+            f"mix two alignments: pass {' or '.join(f'--detector {name}' for name in sorted(used))} to "
+            f"finish them, or --replace to re-embed every image with {detector}"
+        )
+
+
 def embed_dataset(
     ctx: Context,
     dataset: str,
@@ -165,8 +201,9 @@ def embed_dataset(
     batch_size: int = 32,
     unit_size: int = 256,
     workers: int | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     quiet: bool = False,
+    replace: bool = False,
 ) -> EmbedReport:
     """Embed every not-yet-embedded image of ``dataset`` with ``model``; see the module docstring."""
     if detector not in DETECTORS:
@@ -174,14 +211,21 @@ def embed_dataset(
     card = get_card(model)
     dataset_id, root = _dataset_row(ctx, dataset)
     report = EmbedReport(dataset=dataset, model=model, detector=detector)
+    if replace:
+        report.replaced = shards.retire_space(ctx.catalog, dataset_id, ShardContent.EMBEDDING, model)
+    else:
+        check_detector(ctx, dataset_id, dataset, model, detector)
     pending, report.already_done = _pending(ctx, dataset_id, model)
     if not pending:
+        report.issues = issues.counts(ctx.catalog, dataset_id, model)
         return report
     embedder = zoo.embedder(ctx, model, device)
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     units = [pending[i : i + unit_size] for i in range(0, len(pending), unit_size)]
+    step = DETECT_CHUNK
+    chunks = [(u, unit[i : i + step]) for u, unit in enumerate(units) for i in range(0, len(unit), step)]
     loader = DataLoader(
-        _Units(root, units, detector, embedder.preset, embedder.size),
+        _Chunks(root, [chunk for _, chunk in chunks], detector, embedder.preset, embedder.size),
         batch_size=None,
         num_workers=workers,
         prefetch_factor=2 if workers else None,
@@ -196,13 +240,17 @@ def embed_dataset(
     }
     with recorded_run(ctx.catalog, RunKind.EMBED, algorithm=f"{model}/{detector}", params=params) as run_id:
         report.run_id = run_id
-        done = 0
-        with progress_bar(len(pending), f"embedding {dataset}", quiet) as advance:
-            for unit in loader:
-                _embed_unit(ctx, dataset_id, run_id, unit, embedder, batch_size, report)
-                done += len(unit)
-                set_progress(ctx.catalog, run_id, done / len(pending))
-                advance(len(unit))
+        done, unit = 0, []
+        with progress_bar(len(pending), f"embed {dataset}", quiet, unit="images") as advance:
+            for (index, _), results in zip(chunks, loader, strict=True):
+                unit.extend(results)
+                advance(len(results))
+                if len(unit) == len(units[index]):  # the unit's last chunk: embed and commit it
+                    _embed_unit(ctx, dataset_id, run_id, unit, embedder, batch_size, report)
+                    done += len(unit)
+                    set_progress(ctx.catalog, run_id, done / len(pending))
+                    unit = []
+        report.issues = issues.counts(ctx.catalog, dataset_id, model)
         set_summary(ctx.catalog, run_id, report.summary())
     return report
 
@@ -221,7 +269,7 @@ def _embed_unit(
         if issue is not None:
             found = issues.Issue(sample_id, issue["kind"], issue.get("detail"), embedder.name, run_id)
             problems.append(found)
-            report.issues[issue["kind"]] = report.issues.get(issue["kind"], 0) + 1
+            report.new_issues[issue["kind"]] = report.new_issues.get(issue["kind"], 0) + 1
         if crop is not None:
             ids.append(sample_id)
             idents.append(identity_id)

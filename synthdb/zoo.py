@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from synthdb import defaults, workspace
 from synthdb.catalog import model_rows
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -139,16 +140,64 @@ def _sha256(path: Path) -> str:
 # --- the workspace's models ---------------------------------------------------------------------------------
 
 
-def status(ctx: Context, kind: str | None = None) -> list[ModelStatus]:
-    """Every card (optionally of one kind), whether its weights are here and whether it is registered."""
-    registered = model_rows.registered_names(ctx.catalog)
-    return [ModelStatus(card, weights_path(ctx, card), card.name in registered) for card in list_cards(kind)]
+def tiny_card(name: str) -> ModelCard:
+    """A card for a tiny configuration (random weights from a fixed seed, nothing to download), so that
+    ``models list`` and ``models show`` describe every generator name a command takes."""
+    config = TINY[name]
+    size = config.kwargs.get("img_resolution", 0)
+    return ModelCard(
+        name=name,
+        kind="generator",
+        architecture=config.architecture,
+        file="",
+        url="",
+        sha256="",
+        license="none (random weights, no training data)",
+        commercial_use=True,
+        embedded=True,
+        preset="",
+        image_size=int(size),
+        notes=f"UNTRAINED: {config.description}, weights drawn with seed {config.seed}; for tests and "
+        "benchmarks of the machinery, its images are not faces",
+        z_dim=config.kwargs.get("z_dim"),
+        w_dim=config.kwargs.get("w_dim"),
+        c_dim=config.kwargs.get("c_dim"),
+    )
 
 
-def model_status(ctx: Context, name: str) -> ModelStatus:
-    """One card's :class:`ModelStatus` (``synthdb models show``)."""
-    card = get_card(name)
-    return ModelStatus(card, weights_path(ctx, card), card.name in model_rows.registered_names(ctx.catalog))
+def status(ctx: Context | None, kind: str | None = None) -> list[ModelStatus]:
+    """Every card (optionally of one kind) and tiny configuration, whether its weights are here and whether
+    the workspace ``ctx`` registered it (without a workspace: the embedded ones are here, none registered)."""
+    registered = model_rows.registered_names(ctx.catalog) if ctx is not None else set()
+    cards = list_cards(kind) + ([tiny_card(name) for name in TINY] if kind in (None, "generator") else [])
+    return [ModelStatus(card, _weights(ctx, card), card.name in registered) for card in cards]
+
+
+def model_status(ctx: Context | None, name: str) -> ModelStatus:
+    """One card's or tiny configuration's :class:`ModelStatus` (``synthdb models show``)."""
+    card = tiny_card(name) if name in TINY else get_card(name)
+    registered = model_rows.registered_names(ctx.catalog) if ctx is not None else set()
+    return ModelStatus(card, _weights(ctx, card), card.name in registered)
+
+
+def _weights(ctx: Context | None, card: ModelCard) -> Path | None:
+    """:func:`weights_path`, None for a tiny configuration (no file: its weights are drawn)."""
+    return None if card.name in TINY else weights_path(ctx, card)
+
+
+@contextmanager
+def workspace_if_any(where: str | os.PathLike | None) -> Iterator[Context | None]:
+    """The workspace ``where`` names (or ``$SYNTHDB_WORKSPACE``, or the nearest above the current
+    directory), or None when there is none: listing models needs no workspace."""
+    here = Path.cwd()
+    found = where or os.environ.get(workspace.ENV_WORKSPACE) or any(
+        (folder / workspace.CONFIG_NAME).is_file() for folder in (here, *here.parents)
+    )
+    if not found:
+        yield None
+        return
+    with Context.open(where) as ctx:
+        yield ctx
 
 
 def add(ctx: Context, name: str, file: str | Path) -> Path:
@@ -289,10 +338,11 @@ def workspace_for(names: Sequence[str], where: str | os.PathLike | None) -> Iter
         yield ctx
 
 
-def device_of(name: str | torch.device) -> torch.device:
-    """A torch device from its name, refused with the fix when it is not usable here."""
+def device_of(name: str | torch.device | None) -> torch.device:
+    """A torch device from its name (None: cuda when visible, else cpu), refused with the fix when it is not
+    usable here."""
     try:
-        device = torch.device(name)
+        device = name if isinstance(name, torch.device) else torch.device(defaults.device(name))
     except RuntimeError:
         raise SynthdbError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():

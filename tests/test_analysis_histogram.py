@@ -1,5 +1,6 @@
 """Exact pair histograms: counts against a float64 NumPy reference, bounded edge moves, all pairs counted."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +122,14 @@ def test_histogram_over_committed_shards(ctx: Context, tmp_path: Path) -> None:
                 ShardSpec("latent", "gen", {"w": vectors[part] * 2}),
             ],
         )
-    both = histogram(ctx, "syn", bins=64, quiet=True)
+    both = histogram(ctx, "syn", bins=64, value_range=(0.0, math.pi), quiet=True)
     assert both.unit == "rad" and both.model == "m128"
     assert both.inter.pairs + both.intra.pairs == 200 * 199 // 2 and both.intra.pairs == 40 * 10
     direct = scan(vectors, ids, bins=64)
     assert np.array_equal(both.inter.counts, direct.histogram(direct.inter).counts)
+    fitted = histogram(ctx, "syn", bins=64, quiet=True)  # 64 bins over the range the pairs occupy
+    assert len(fitted.edges) == 65 and fitted.edges[0] > 0 and fitted.edges[-1] < math.pi
+    assert fitted.inter.pairs == both.inter.pairs and fitted.intra.pairs == both.intra.pairs
     latent = histogram(ctx, "syn", pair_class="intra", space="latent", bins=32, quiet=True)
     assert latent.unit == "latent units" and latent.inter is None and latent.intra.pairs == 400
     with pytest.raises(SynthdbError, match="no committed embedding shards of 'other'"):

@@ -10,7 +10,8 @@ from synthdb.analysis.index import Searcher, build_index, calibrate, load_index
 from synthdb.analysis.nearest import check_nearest
 from synthdb.analysis.query import query
 from synthdb.analysis.vectors import normalized
-from synthdb.catalog.datasets import create_dataset
+from synthdb.catalog.datasets import create_dataset, get_dataset
+from synthdb.catalog.runs import get_run
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.store.commit import NewSamples, ShardSpec, commit
@@ -166,7 +167,7 @@ def test_cli_check_nearest_and_index_build(planted: tuple[Context, list[str]]) -
     ctx, copied = planted
     runner = CliRunner()
     ws = str(ctx.ws.root)
-    built = runner.invoke(cli, ["-w", ws, "-q", "index", "build", "ref", "--model", "m", "--per", "identity"])
+    built = runner.invoke(cli, ["-w", ws, "-q", "index", "build", "ref", "--model", "m", "--by", "identity"])
     assert built.exit_code == 0 and "300 (identity)" in built.output, built.output
     out = runner.invoke(
         cli, ["-w", ws, "check", "nearest", "query", "--against", "ref", "--model", "m", "--threshold", "0.9"]
@@ -176,3 +177,169 @@ def test_cli_check_nearest_and_index_build(planted: tuple[Context, list[str]]) -
     assert all(label in out.output for label in copied)
     bad = runner.invoke(cli, ["-w", ws, "check", "nearest", "query", "--against", "ref", "--model", "nope"])
     assert bad.exit_code == 1 and "no committed embedding shards of 'nope'" in bad.output
+
+
+def test_closest_per_identity_is_the_closest_pair_of_samples(ctx: Context) -> None:
+    """--by all against brute force: per QUERY identity, its k REF identities with the closest sample pair."""
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((240, 24))
+    add_dataset(ctx, "ref", ref, [f"r{i % 40}" for i in range(240)])
+    queries = np.vstack(
+        [rng.standard_normal((60, 24)), ref[[3, 77, 150]] + 0.01 * rng.standard_normal((3, 24))]
+    )
+    add_dataset(ctx, "query", queries, [f"q{i % 21}" for i in range(63)])
+    report = check_nearest(ctx, "query", "ref", "m", k=4, threshold=0.3, by="all", quiet=True)
+    unit_q, unit_r = normalized(queries.astype(np.float32)), normalized(ref.astype(np.float32))
+    angles = np.arccos(np.clip(unit_q.astype(np.float64) @ unit_r.T.astype(np.float64), -1, 1))
+    q_label, r_label = np.arange(63) % 21, np.arange(240) % 40
+    listed = query(ctx, "SELECT sample_id FROM embeddings WHERE dataset = 'query' ORDER BY sample_id")
+    query_ids = listed.column(0).to_numpy()
+    for row, identity in enumerate(report.query_identity_ids):
+        label = int(report.labels[int(identity)][1:])
+        per_ref = np.array([angles[q_label == label][:, r_label == r].min() for r in range(40)])
+        best = np.argsort(per_ref, kind="stable")[:4]
+        found = [int(report.labels[int(i)][1:]) for i in report.ref_identity_ids[row]]
+        assert found == best.tolist()
+        assert np.allclose(report.angles_rad[row], per_ref[best], atol=1e-5)
+        pairs = angles[np.ix_(np.flatnonzero(q_label == label), np.flatnonzero(r_label == best[0]))]
+        q_row, _ = np.unravel_index(np.argmin(pairs), pairs.shape)
+        assert report.query_sample_ids[row, 0] == query_ids[np.flatnonzero(q_label == label)[q_row]]
+    leaks = report.matches(leaks_only=True)  # the three copies, each filed under another identity
+    assert sorted((m.query_identity, m.ref_identity) for m in leaks) == [
+        ("q18", "r3"),
+        ("q19", "r37"),
+        ("q20", "r30"),
+    ]
+
+
+def _faces_copy(faces: Path, root: Path, files: dict[str, str]) -> None:
+    """``root/<identity>/<name>`` copies of test photos: ``files`` maps ``identity/name`` to a photo."""
+    import shutil
+
+    for target, photo in files.items():
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(faces / photo, root / target)
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Context:
+    """Real photos embedded with dlib-resnet: ``faces`` (genuine people) and ``probe`` (other people), where
+    probe's jeff holds, besides his own photo, a byte-identical copy of an obama photo of ``faces`` (the
+    reported case: not jeff's first sample, so ``--by sample`` never compares it), angelina a re-encoded,
+    smaller copy of an elon photo (a near duplicate), and both datasets the same face-less photo."""
+    from PIL import Image
+
+    from synthdb.admin import init_workspace
+    from synthdb.embed_dataset import embed_dataset
+    from synthdb.sources.registry import import_named
+    from tests.conftest import FACES
+
+    tmp = tmp_path_factory.mktemp("copies")
+    _faces_copy(
+        FACES,
+        tmp / "faces",
+        {
+            "obama/obama_01.jpg": "obama_01.jpg",
+            "obama/obama_02.jpg": "obama_02.jpg",
+            "obama/obama_98.jpg": "obama_01.jpg",  # a repeated photo of one identity
+            "biden/biden_01.jpg": "biden_01.jpg",
+            "biden/biden_02.jpg": "biden_02.jpg",
+            "elon/elon_01.jpg": "elon_01.jpg",
+            "nobody/noface_01.jpg": "noface_01.jpg",
+        },
+    )
+    _faces_copy(
+        FACES,
+        tmp / "probe",
+        {
+            "jeff/jeff_01.jpg": "jeff_01.jpg",
+            "jeff/jeff_99.jpg": "obama_02.jpg",
+            "angelina/angelina_01.jpg": "angelina_01.jpg",
+            "scarlett/scarlett_01.jpg": "scarlett_01.jpg",
+            "scarlett/noface_77.jpg": "noface_01.jpg",
+        },
+    )
+    with Image.open(FACES / "elon_01.jpg") as elon:
+        elon.convert("RGB").reduce(2).save(tmp / "probe" / "angelina" / "angelina_98.png")
+    ctx = init_workspace(tmp / "ws", models_dir=str(tmp / "models"))
+    for name in ("faces", "probe"):
+        import_named(ctx, "imagefolder", tmp / name, name=name)
+        embed_dataset(ctx, name, "dlib-resnet", "dlib", unit_size=64, workers=0, quiet=True)
+    yield ctx
+    ctx.close()
+
+
+def test_by_all_finds_the_copy_that_by_sample_misses(copies: Context) -> None:
+    by_sample = check_nearest(copies, "probe", "faces", by="sample", quiet=True)
+    assert by_sample.model == "dlib-resnet" and by_sample.leaking_queries == 0
+    report = check_nearest(copies, "probe", "faces", k=2, by="all", quiet=True)
+    keys = report.sample_keys
+    leaks = {(m.query_identity, m.ref_identity): m for m in report.matches(leaks_only=True)}
+    assert set(leaks) == {("jeff", "obama"), ("angelina", "elon")}
+    copy = leaks[("jeff", "obama")]
+    assert (keys[copy.query_sample_id], keys[copy.ref_sample_id]) == (
+        "jeff/jeff_99.jpg",
+        "obama/obama_02.jpg",
+    )
+    assert copy.angle_rad < 1e-3  # the same pixels, the same embedding
+    near = leaks[("angelina", "elon")]  # half the size, PNG: another file, the same face
+    assert keys[near.query_sample_id] == "angelina/angelina_98.png" and 1e-3 < near.angle_rad < 0.2
+    exact = [(d.query_key, d.ref_key, d.same_identity) for d in report.exact]
+    assert exact == [
+        ("jeff/jeff_99.jpg", "obama/obama_02.jpg", False),
+        ("scarlett/noface_77.jpg", "nobody/noface_01.jpg", False),
+    ]
+    assert report.unreadable == 0
+    assert get_run(copies.catalog, report.run_id).summary["exact_duplicates"] == 2
+
+
+def test_by_all_within_one_dataset_names_repeated_photos(copies: Context) -> None:
+    report = check_nearest(copies, "faces", "faces", k=1, by="all", quiet=True)
+    assert [(d.query_key, d.ref_key, d.same_identity) for d in report.exact] == [
+        ("obama/obama_01.jpg", "obama/obama_98.jpg", True)
+    ]
+    assert np.all(report.ref_identity_ids != report.query_identity_ids[:, None])  # never its own match
+
+
+def test_hashing_never_follows_a_link_out_or_blocks_on_a_fifo(copies: Context, tmp_path: Path) -> None:
+    """An image swapped for a symlink to a file outside the root (with the bytes of an obama photo) or for
+    a FIFO is counted as unreadable: not read, not reported, and nothing waits on the FIFO."""
+    import os
+
+    root = Path(get_dataset(copies.catalog, "probe").root)
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((root.parent / "faces" / "obama" / "obama_01.jpg").read_bytes())
+    scarlett, angelina = root / "scarlett" / "scarlett_01.jpg", root / "angelina" / "angelina_01.jpg"
+    saved = {p: p.read_bytes() for p in (scarlett, angelina)}
+    try:
+        scarlett.unlink()
+        scarlett.symlink_to(outside)
+        angelina.unlink()
+        os.mkfifo(angelina)
+        report = check_nearest(copies, "probe", "faces", k=1, by="all", quiet=True)
+    finally:
+        for path, data in saved.items():
+            path.unlink()
+            path.write_bytes(data)
+    assert report.unreadable == 2
+    assert "scarlett/scarlett_01.jpg" not in {d.query_key for d in report.exact}
+    assert len(report.exact) == 2
+
+
+def test_cli_by_all_lists_near_and_exact_duplicates(copies: Context) -> None:
+    import synthdb.cli.analysis_cmds  # noqa: F401 - registers the commands
+    from synthdb.cli.app import cli
+
+    args = ["-w", str(copies.ws.root), "-q", "check", "nearest", "probe", "--against", "faces", "--by", "all"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert "2 of 3 identities of probe have a match in faces below 0.4027 rad" in out.output
+    assert "(jeff/jeff_99.jpg ~ obama/obama_02.jpg)" in out.output
+    assert "2 pairs of byte-identical image files" in out.output
+    assert "jeff/jeff_99.jpg == obama/obama_02.jpg" in out.output
+    index = CliRunner().invoke(
+        cli, ["-w", str(copies.ws.root), "-q", "index", "build", "faces", "--per", "identity"]
+    )
+    assert index.exit_code == 0 and "(identity)" in index.output, (
+        index.output
+    )  # --per: the old spelling of --by

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,12 +52,8 @@ def _issues(ctx: Context, run_id: int) -> dict[str, set[str]]:
 @pytest.mark.parametrize("detector", ["mtcnn", "dlib"])
 def test_embed_shared_faces(faces_ws: Context, detector: str) -> None:
     model = "dlib-resnet"
-    report = embed_dataset(faces_ws, "faces", model, detector, unit_size=16, workers=1, quiet=True)
-    if report.run_id is None:  # the other detector's run already embedded everything: start over
-        with faces_ws.catalog.begin() as conn:
-            conn.execute(sa.delete(SampleIssue.__table__))
-            conn.execute(sa.update(Shard.__table__).values(state="retired"))
-        report = embed_dataset(faces_ws, "faces", model, detector, unit_size=16, workers=1, quiet=True)
+    # the other detector's run may have embedded everything: --replace starts over with this detector
+    report = embed_dataset(faces_ws, "faces", model, detector, unit_size=16, workers=1, replace=True)
     issues = _issues(faces_ws, report.run_id)
     assert issues.get("no_face") == {"noface_01"}
     assert issues.get("multiple_faces") == GROUPS  # several faces found in every group photo
@@ -147,3 +144,119 @@ def test_resume_after_sigkill_has_no_duplicates(tmp_path: Path, faces_dir: Path)
     from synthdb.store.fsck import fsck
 
     assert not fsck(ctx.catalog, ctx.store).missing and not fsck(ctx.catalog, ctx.store).corrupt
+
+
+# --------------------------------------------------- one detector per model, issues, progress (issue 17)
+
+
+def _folder(root: Path, files: dict[str, str]) -> Path:
+    """``root/<identity>/<file>`` from the test photos (``file: identity``); a name that is not one of them
+    gets bytes that are no image."""
+    from tests.conftest import FACES
+
+    for name, identity in files.items():
+        (root / identity).mkdir(parents=True, exist_ok=True)
+        source = FACES / name
+        (root / identity / name).write_bytes(source.read_bytes() if source.exists() else b"not an image")
+    return root
+
+
+def _runs(ctx: Context) -> int:
+    from synthdb.catalog.runs import list_runs
+
+    return len(list_runs(ctx.catalog, None))
+
+
+def test_another_detector_is_refused_and_replace_re_embeds(sqlite_ctx: Context, tmp_path: Path) -> None:
+    """Regression: ``--detector`` was silently ignored for a dataset embedded already with another one.
+    It is refused in one line naming the detector and run that made the vectors, before any run is
+    recorded; ``replace`` retires them and re-embeds everything with the new detector."""
+    from synthdb.catalog.runs import get_run
+    from synthdb.errors import SynthdbError
+    from synthdb.store.fsck import fsck, gc
+
+    ctx = sqlite_ctx
+    photos = {"obama_01.jpg": "obama", "biden_01.jpg": "biden", "noface_01.jpg": "x"}
+    root = _folder(tmp_path / "photos", photos)
+    import_named(ctx, "imagefolder", root, name="faces")
+    first = embed_dataset(ctx, "faces", detector="none", workers=0)
+    assert first.embedded == 3
+    runs_before = _runs(ctx)
+    with pytest.raises(SynthdbError, match=rf"made with --detector none \(run {first.run_id}\)") as refused:
+        embed_dataset(ctx, "faces", detector="dlib", workers=0)
+    assert "\n" not in str(refused.value) and "--replace" in str(refused.value)
+    assert _runs(ctx) == runs_before  # refused before a run was recorded
+    again = embed_dataset(ctx, "faces", detector="dlib", workers=0, replace=True)
+    assert (again.replaced, again.embedded, again.issues) == (1, 2, {"no_face": 1})
+    rows = query(ctx, "SELECT count(*) AS n FROM embeddings").to_pylist()
+    assert rows == [{"n": 2}]  # the detector-less vectors are retired, not mixed in
+    with pytest.raises(SynthdbError, match=rf"made with --detector dlib \(run {again.run_id}\)"):
+        embed_dataset(ctx, "faces", detector="none", workers=0)
+    assert embed_dataset(ctx, "faces", detector="dlib", workers=0).run_id is None  # the same one: done
+    assert get_run(ctx.catalog, again.run_id).summary["replaced_shards"] == 1
+    gc(ctx.catalog, ctx.store, min_age=0)
+    assert fsck(ctx.catalog, ctx.store).clean
+
+
+def test_issues_alone_tie_a_dataset_to_its_detector(sqlite_ctx: Context, tmp_path: Path) -> None:
+    """A dataset where every file failed holds no vector, only issues: those name the detector too (before,
+    another detector was told "all embedded" and did nothing)."""
+    from synthdb.errors import SynthdbError
+
+    root = _folder(tmp_path / "junk", {"junk_01.jpg": "a", "junk_02.jpg": "b"})
+    import_named(sqlite_ctx, "imagefolder", root, name="junk")
+    first = embed_dataset(sqlite_ctx, "junk", detector="mtcnn", workers=0)
+    assert (first.embedded, first.issues) == (0, {"unreadable": 2})
+    with pytest.raises(SynthdbError, match=rf"made with --detector mtcnn \(run {first.run_id}\)"):
+        embed_dataset(sqlite_ctx, "junk", detector="none", workers=0)
+
+
+def test_a_later_run_reports_the_issues_of_the_whole_dataset(ctx: Context, tmp_path: Path) -> None:
+    """Regression: after a resumed embed the summary counted only its own issues. A run that finishes a
+    dataset reports (and records) the whole dataset's, and what it met itself apart; SQLite and PostgreSQL."""
+    from synthdb.catalog.runs import get_run
+
+    root = _folder(tmp_path / "photos", {"obama_01.jpg": "obama", "noface_01.jpg": "noface"})
+    import_named(ctx, "imagefolder", root, name="faces")
+    first = embed_dataset(ctx, "faces", detector="dlib", workers=0)
+    assert first.issues == first.new_issues == {"no_face": 1}
+    _folder(root, {"group_01.jpg": "group"})
+    import_named(ctx, "imagefolder", root, name="faces", update=True)
+    later = embed_dataset(ctx, "faces", detector="dlib", workers=0)
+    assert (later.already_done, later.embedded) == (2, 1)
+    assert later.issues == {"multiple_faces": 1, "no_face": 1} and later.new_issues == {"multiple_faces": 1}
+    summary = get_run(ctx.catalog, later.run_id).summary
+    assert summary["issues"] == later.issues and summary["new_issues"] == later.new_issues
+
+
+PROGRESS_LINE = re.compile(r"^embed faces: (\d+)/(\d+) images, [\d.]+/s(, eta \w+)?$")
+
+
+def test_progress_moves_per_image_chunk_on_a_pipe(tmp_path: Path) -> None:
+    """Regression: progress moved once per committed unit (0/30 for 34 s). With stderr a pipe (and
+    --quiet) no bar is drawn, but periodic one-line reports are, and they count images within the one
+    unit of this run, before it commits."""
+    from synthdb.admin import init_workspace
+    from synthdb.embed_dataset import DETECT_CHUNK
+    from tests.conftest import FACES
+
+    files = {f.name: f.stem.rsplit("_", 1)[0] for f in sorted(FACES.glob("*_0[12].*"))}
+    files = dict(list(files.items())[: DETECT_CHUNK + 4])
+    root = _folder(tmp_path / "photos", files)
+    with init_workspace(tmp_path / "ws", models_dir=str(tmp_path / "models")) as ctx:
+        import_named(ctx, "imagefolder", root, name="faces")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHDB_")}
+    env["SYNTHDB_PROGRESS_INTERVAL"] = "0.05"
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthdb.cli.main", "-w", str(tmp_path / "ws"), "-q", "embed", "faces",
+         "--detector", "dlib", "--workers", "0", "--unit-size", "256"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line]
+    counts = [PROGRESS_LINE.match(line) for line in lines]
+    assert all(counts), lines  # nothing but progress lines, each on one line
+    done = [int(m.group(1)) for m in counts]
+    assert {int(m.group(2)) for m in counts} == {len(files)} and done == sorted(done)
+    assert DETECT_CHUNK in done  # the first chunk counted while the unit was still being embedded
+    assert "images embedded with dlib-resnet" in proc.stdout

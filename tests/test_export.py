@@ -16,14 +16,12 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from PIL import Image
 
-from synthdb.catalog.datasets import create_dataset
 from synthdb.catalog.schema import GroupMember, Protocol, ProtocolGroup, Run, Sample, VerificationPair
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
@@ -31,7 +29,6 @@ from synthdb.export.api import export
 from synthdb.export.recordio import Record, RecordReader, frame, read_records
 from synthdb.export.selection import check_where
 from synthdb.sources.registry import import_named
-from synthdb.store.commit import NewSamples, ShardSpec, commit
 from tests.test_sources import faces_as_imagefolder
 
 GREYS = 6
@@ -123,7 +120,7 @@ def test_frame_splits_payloads_at_aligned_magic_words(tmp_path: Path) -> None:
 
 
 def test_recordio_reads_back_as_insightface_does(coded: Context, tmp_path: Path) -> None:
-    report = export(coded, "coded", "recordio", tmp_path / "rec", workers=2)
+    report = export(coded, "coded", "recordio", tmp_path / "rec", size=112, workers=2)
     out = read_recordio(tmp_path / "rec")
     classes = list(csv.DictReader((tmp_path / "rec" / "classes.csv").open()))
     assert [c["identity"] for c in classes] == [f"id{k:03d}" for k in range(5)]
@@ -138,8 +135,8 @@ def test_recordio_reads_back_as_insightface_does(coded: Context, tmp_path: Path)
     starts = [1, 5, 9, 13, 17, 18]  # class c's image records are [starts[c], starts[c + 1])
     assert out["ranges"] == [(float(starts[c]), float(starts[c + 1])) for c in range(5)]
     assert (tmp_path / "rec" / "property").read_text() == "5,112,112\n17\n"
-    meta = pickle.loads((tmp_path / "rec" / "train.meta").read_bytes())
-    assert meta[:2] == [{"image_index": 1, "image_classes": [0]}, {"image_index": 2, "image_classes": [0]}]
+    meta = pickle.loads((tmp_path / "rec" / "train.meta").read_bytes())  # written one entry at a time
+    assert meta == [{"image_index": i + 1, "image_classes": [k]} for i, (k, _) in enumerate(EXPECTED)]
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     assert manifest == report.manifest and manifest["counts"]["selected"] == 17
     assert set(manifest["files"]) == {"train.rec", "train.idx", "property", "train.meta", "classes.csv"}
@@ -154,7 +151,7 @@ def test_recordio_reads_back_as_insightface_does(coded: Context, tmp_path: Path)
         assert run.summary["output"]["images"] == 17
     assert manifest["source_runs"] == [import_run] and manifest["export_runs"] == [report.run_id]
     assert manifest["params"]["size"] == 112 and manifest["synthdb_version"]
-    again = export(coded, "coded", "recordio", tmp_path / "rec")
+    again = export(coded, "coded", "recordio", tmp_path / "rec", size=112)
     assert again.run_id is None and "complete" in again.note
 
 
@@ -304,8 +301,11 @@ def test_detector_crop_of_photos_skips_and_names_faceless_ones(
     assert [json.loads(s["json"])["identity"] for s in samples.values()] == ["biden", "seb"]
     assert all(Image.open(io.BytesIO(s["jpg"])).size == (112, 112) for s in samples.values())
     classes = list(csv.DictReader((tmp_path / "out" / "classes.csv").open()))
-    counts = [(c["identity"], c["images"]) for c in classes]
-    assert counts == [("biden", "1"), ("noface_01", "0"), ("seb", "1")]
+    counts = [(c["class"], c["identity"], c["images"]) for c in classes]
+    assert counts == [("0", "biden", "1"), ("1", "seb", "1")]  # the face-less identity gets no class
+    assert [int(s["cls"]) for s in samples.values()] == [0, 1]
+    assert report.manifest["counts"]["classes"] == 2 and report.manifest["counts"]["identities"] == 3
+    assert report.manifest["output"]["identities_without_images"] == 1
 
 
 # ----------------------------------------------------------------------------------------------- bob
@@ -359,54 +359,21 @@ def read_bob(folder: Path) -> dict[str, list[dict[str, str]]]:
     return {p.relative_to(folder).as_posix(): list(csv.DictReader(p.open())) for p in folder.rglob("*.csv")}
 
 
-def test_bob_protocol_folders(coded: Context, tmp_path: Path) -> None:
-    add_protocol(coded, "coded")
-    report = export(coded, "coded", "bob", tmp_path / "bob", protocol="P")
-    files = read_bob(tmp_path / "bob" / "P")
-    assert sorted(files) == [
-        "dev/for_enrolling.csv",
-        "dev/for_probing.csv",
-        "eval/for_enrolling.csv",
-        "eval/for_probing.csv",
-        "train/for_background_model.csv",
-    ]
-    assert all(list(rows[0]) == ["path", "subject_id", "template_id"] for rows in files.values())
-    assert [r["subject_id"] for r in files["dev/for_enrolling.csv"]] == ["id001", "id002"]
-    assert [r["template_id"] for r in files["dev/for_enrolling.csv"]] == ["id001", "id002"]
-    assert [r["path"] for r in files["dev/for_probing.csv"]][:3] == [f"id001/img_{j}" for j in (1, 2, 3)]
-    assert len({r["template_id"] for r in files["dev/for_probing.csv"]}) == 6
-    bob = report.manifest["output"]["bob"]
-    assert bob["original_extension"] == ".png" and bob["original_directory"] == str(tmp_path / "tree")
-    for rows in files.values():  # bob loads original_directory/path + original_extension
-        for r in rows:
-            data = (Path(bob["original_directory"]) / (r["path"] + bob["original_extension"])).read_bytes()
-            assert f"id{who(data)[0]:03d}" == r["subject_id"]
-    cropped = export(
-        coded, "coded", "bob", tmp_path / "bob112", protocol="P", size=24, where="i.label <> 'id003'"
-    )
-    files = read_bob(tmp_path / "bob112" / "P")
-    assert "eval/for_probing.csv" not in files and cropped.manifest["output"]["images"] == 12
-    root = Path(cropped.manifest["output"]["bob"]["original_directory"])
-    assert root == tmp_path / "bob112"
-    first = files["train/for_background_model.csv"][0]
-    assert first["path"] == "data/id000/img_0" and (root / "data/id000/img_0.png").exists()
-    with pytest.raises(SynthdbError, match="has no protocol 'Q' .*its protocols: P"):
-        export(coded, "coded", "bob", tmp_path / "bobQ", protocol="Q")
-
-
 # ------------------------------------------------------------------------------------------ pairs .bin
 
 
 def test_pairs_bin_from_protocol_and_sampled(coded: Context, tmp_path: Path) -> None:
     add_protocol(coded, "coded")
-    report = export(coded, "coded", "pairs-bin", tmp_path / "p", protocol="P")
+    report = export(coded, "coded", "pairs-bin", tmp_path / "p", protocol="P", size=112)
     with open(tmp_path / "p" / "coded.bin", "rb") as fh:
         bins, issame = pickle.load(fh, encoding="bytes")
     assert issame == [True, False, True, False] and len(bins) == 8
     assert [who(b) for b in bins] == [(1, 0), (1, 1), (1, 0), (2, 0), (3, 2), (3, 3), (0, 1), (4, 0)]
     assert all(Image.open(io.BytesIO(b)).size == (112, 112) for b in bins)
     assert report.manifest["output"]["pairs"] == 4
-    filtered = export(coded, "coded", "pairs-bin", tmp_path / "pf", protocol="P", where="i.label <> 'id004'")
+    filtered = export(
+        coded, "coded", "pairs-bin", tmp_path / "pf", protocol="P", where="i.label <> 'id004'", size=112
+    )
     assert filtered.manifest["output"]["pairs_not_selected"] == 1
 
     sampled = export(coded, "coded", "pairs-bin", tmp_path / "s", pairs=40, seed=7, size=32)
@@ -422,74 +389,10 @@ def test_pairs_bin_from_protocol_and_sampled(coded: Context, tmp_path: Path) -> 
     with coded.catalog.session() as session:
         assert session.get(Run, sampled.run_id).seed == 7
     with pytest.raises(SynthdbError, match="lower --pairs"):
-        export(coded, "coded", "pairs-bin", tmp_path / "many", pairs=1000)
+        export(coded, "coded", "pairs-bin", tmp_path / "many", pairs=1000, size=112)
 
 
 # -------------------------------------------------------------------------------------- synthetics-h5
-
-
-def test_synthetics_h5_from_shards(sqlite_ctx: Context, tmp_path: Path) -> None:
-    ctx = sqlite_ctx
-    dataset_id = create_dataset(ctx.catalog, "syn", "synthetic", "generated", root=str(tmp_path))
-    rng = np.random.default_rng(3)
-    labels = ("reference", "augmentation_0", "augmentation_1")
-    keys = [f"{i:05d}/{label}" for i in (7, 42) for label in labels]
-    w, z = rng.standard_normal((6, 512)), rng.standard_normal((6, 512))
-    emb, other = rng.standard_normal((6, 128)), rng.standard_normal((6, 512))
-    with ctx.catalog.begin() as conn:
-        run_id = conn.execute(
-            sa.insert(Run.__table__)
-            .values(kind="references", synthdb_version="t")
-            .returning(Run.__table__.c.id)
-        ).scalar_one()
-    done = commit(
-        ctx.catalog,
-        ctx.store,
-        dataset_id=dataset_id,
-        run_id=run_id,
-        shards=[ShardSpec("latent", "stylegan2-256", {"w": w, "z": z})],
-        samples=NewSamples(
-            keys=keys,
-            role="variation",
-            identity_labels=[k.split("/")[0] for k in keys],
-            labels=[k.split("/")[1] for k in keys],
-        ),
-    )
-    for space, vectors in (("dlib", emb), ("iresnet50", other)):
-        commit(
-            ctx.catalog,
-            ctx.store,
-            dataset_id=dataset_id,
-            shards=[ShardSpec("embedding", space, {"embedding": vectors})],
-            sample_ids=done.sample_ids,
-            run_id=run_id,
-        )
-    with pytest.raises(SynthdbError, match="pick it with --embedding-model"):
-        export(ctx, "syn", "synthetics-h5", tmp_path / "h5x")
-    report = export(
-        ctx,
-        "syn",
-        "synthetics-h5",
-        tmp_path / "h5",
-        embedding_model="dlib",
-        where="s.label <> 'augmentation_1'",
-    )
-    assert report.manifest["output"]["identity_groups"] == "label"
-    assert report.manifest["source_runs"] == [run_id]
-    with h5py.File(tmp_path / "h5" / "samples.h5", "r") as f:
-        assert f.attrs["magic"] == "synthetics_collection" and (f.attrs["major"], f.attrs["minor"]) == (2, 0)
-        assert sorted(f) == ["00007", "00042"]
-        assert sorted(f["00042"]) == ["augmentation_0", "reference"]
-        for i, key in enumerate(keys):
-            identity, label = key.split("/")
-            if label == "augmentation_1":
-                continue
-            group = f[identity][label]
-            assert group.attrs["network_type"] == "stylegan2-256" and group.attrs["embedding_type"] == "dlib"
-            assert group["w_latent"].shape == (1, 512) and group["embedding"].shape == (1, 128)
-            np.testing.assert_array_equal(group["w_latent"][0], w[i].astype(np.float32))
-            np.testing.assert_array_equal(group["z_latent"][0], z[i].astype(np.float32))
-            np.testing.assert_array_equal(group["embedding"][0], emb[i].astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------- --where, folders

@@ -22,9 +22,9 @@ import torch
 from synthdb.catalog.runs import finish_run, get_run, list_runs
 from synthdb.catalog.schema import Sample, Shard
 from synthdb.context import Context
+from synthdb.distributed import Group
 from synthdb.errors import SynthdbError
 from synthdb.generate import units
-from synthdb.generate.distributed import Group
 from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
 from synthdb.store.fsck import fsck
 from tests.test_generate_references import vectors

@@ -235,3 +235,45 @@ def test_stored_params_with_unknown_keys_are_named() -> None:
 
     with pytest.raises(SynthdbError, match="recorded with parameters bogus that this synthdb does not know"):
         ReferenceParams.from_dict({"name": "r", "num_identities": 2, "bogus": 1})
+
+
+def test_a_strict_ict_pools_its_rejected_batches_into_few_units(sqlite_ctx: Context) -> None:
+    """Regression: an interrupted ICT run wrote 564 tiny Parquet files for one identity (a stats-only unit
+    per rejected candidate batch). Rejections now share a unit, up to ICT_UNIT_BATCHES, and every batch's
+    stats row is still kept; a resume starts after the last committed batch and needs no more files."""
+    from synthdb.analysis.query import query
+    from synthdb.catalog.runs import list_runs
+    from synthdb.generate.references import ICT_UNIT_BATCHES
+
+    batches = ICT_UNIT_BATCHES * 2 + 12  # one accepted, then rejections until the candidate limit
+    params = ReferenceParams(
+        generator=TINY_GENERATOR, name="strict", algorithm="ict", num_identities=2, ict=3.0, batch_size=1,
+        max_candidates=batches // 2,
+    )  # fmt: skip
+    with pytest.raises(SynthdbError, match="lower --ict"):
+        generate_references(sqlite_ctx, params)
+    run_id = list_runs(sqlite_ctx.catalog, 1)[0].id
+    assert sorted(units.done_units(sqlite_ctx, run_id)) == [
+        "cand/000000-000000",  # the first candidate is accepted at once
+        f"cand/000001-{ICT_UNIT_BATCHES:06d}",
+        f"cand/{ICT_UNIT_BATCHES + 1:06d}-{2 * ICT_UNIT_BATCHES:06d}",
+        f"cand/{2 * ICT_UNIT_BATCHES + 1:06d}-{batches - 1:06d}",  # committed at the limit
+    ]
+    sql = f"SELECT count(*) AS n, sum(accepted) AS a, max(batch) AS b FROM stats WHERE run_id = {run_id}"
+    got = query(sqlite_ctx, sql)
+    assert got.to_pylist() == [{"n": batches, "a": 1, "b": batches - 1}]
+    with pytest.raises(SynthdbError, match=f"only 1 of 2 identities after {batches} candidates"):
+        resume_run(sqlite_ctx, run_id)
+    assert len(units.done_units(sqlite_ctx, run_id)) == 4
+
+
+@pytest.mark.parametrize(
+    ("done", "following"),
+    [(set(), 0), ({"cand/000000", "cand/000001"}, 2), ({"cand/000000-000063", "cand/000064"}, 65),
+     ({"cand/000003-000009", "iter/final"}, 10)],
+)  # fmt: skip
+def test_ict_resumes_after_the_last_committed_batch_old_and_new_units(done: set[str], following: int) -> None:
+    """Runs written before units were pooled (``cand/N``) resume as well as pooled ones (``cand/A-B``)."""
+    from synthdb.generate.references import _next_ict_batch
+
+    assert _next_ict_batch(done) == following

@@ -940,3 +940,58 @@ def test_an_import_still_running_is_not_taken_over(sqlite_ctx: Context, tmp_path
     creator_running(os.getpid())  # --update is the way to take over an import known to be gone
     Image.new("RGB", (4, 4)).save(tree / "id0" / "2.png")
     assert import_named(sqlite_ctx, "imagefolder", tree, name="faces", update=True, quiet=True).added == 1
+
+
+# ------------------------------------------------------------------ one root per dataset (issue 17)
+
+
+def _person_folders(root: Path, people: tuple[str, ...]) -> None:
+    for person in people:
+        touch(root / person / "0.png", png_bytes())
+
+
+def test_update_from_another_root_is_refused_and_fsck_files_sees_none_lost(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """Regression: ``import imagefolder B --name X --update`` where X came from folder A added samples whose
+    paths resolve against A and point nowhere. It is refused in one line naming both folders, with
+    ``--update`` or without it, and nothing is added; ``fsck --files`` stays clean."""
+    from synthdb.store.fsck import fsck
+
+    _person_folders(tmp_path / "A", ("ann", "bob"))
+    _person_folders(tmp_path / "B", ("cid", "dan"))
+    import_named(ctx, "imagefolder", tmp_path / "A", name="X")
+    before = counts(ctx)
+    for update in (True, False):
+        with pytest.raises(SynthdbError, match=r"was imported from .*A, not .*B") as refused:
+            import_named(ctx, "imagefolder", tmp_path / "B", name="X", update=update)
+        assert "\n" not in str(refused.value) and "choose another --name" in str(refused.value)
+    assert counts(ctx) == before
+    report = fsck(ctx.catalog, ctx.store, files=True)
+    assert report.clean and report.files_checked == 2
+
+
+def test_the_same_root_through_a_link_still_updates(sqlite_ctx: Context, tmp_path: Path) -> None:
+    """The check compares resolved folders: the dataset's own root named through a symlink is its root."""
+    _person_folders(tmp_path / "A", ("ann",))
+    import_named(sqlite_ctx, "imagefolder", tmp_path / "A", name="X")
+    os.symlink(tmp_path / "A", tmp_path / "link")
+    _person_folders(tmp_path / "A", ("bob",))
+    assert import_named(sqlite_ctx, "imagefolder", tmp_path / "link", name="X", update=True).added == 1
+
+
+def test_a_csv_manifest_in_another_folder_and_another_samples_h5_folder_are_refused(
+    sqlite_ctx: Context, tmp_path: Path
+) -> None:
+    """The same rule for the other sources whose root is a file's folder: a CSV manifest and a samples.h5."""
+    for folder in ("one", "two"):
+        touch(tmp_path / folder / "a.png", png_bytes())
+        (tmp_path / folder / "list.csv").write_text("path,identity\na.png,ann\n")
+    import_named(sqlite_ctx, "csv", tmp_path / "one" / "list.csv")
+    with pytest.raises(SynthdbError, match=r"dataset 'list' was imported from .*one, not .*two"):
+        import_named(sqlite_ctx, "csv", tmp_path / "two" / "list.csv", update=True)
+    build_collection(tmp_path / "first")
+    build_collection(tmp_path / "second")
+    import_named(sqlite_ctx, "samples", tmp_path / "first" / "samples.h5", name="synth")
+    with pytest.raises(SynthdbError, match=r"dataset 'synth' was imported from .*first, not .*second"):
+        import_named(sqlite_ctx, "samples", tmp_path / "second" / "samples.h5", name="synth", update=True)

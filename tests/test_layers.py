@@ -4,14 +4,14 @@ Every ``import`` counts: at module level, inside functions (lazy imports) and un
 since each one is a dependency a reader must follow and a cycle waiting to happen. The layers, bottom -> top
 (a module may import its own layer and the layers below it):
 
-    base     synthdb (the package), errors, files, progress, untrusted, angles, seeds
+    base     synthdb (the package), errors, files, progress, untrusted, angles, seeds, params, distributed
     catalog  synthdb.catalog.* (SQLAlchemy, never torch), synthdb.workspace
     store    synthdb.store.* (Parquet, the commit, HDF5, layout, fsck)
     context  synthdb.context (an opened workspace: catalog + store)
     nets     synthdb.nets.* (torch networks and weight readers)
     faces    synthdb.faces.* (detect, align, embed, landmarks, geometry)
     models   synthdb.defaults, synthdb.zoo (the model factory: finds weights, builds networks)
-    jobs     synthdb.sources, embed_dataset, crop_files, latent, generate, analysis, export
+    jobs     synthdb.sources, embed_dataset, crop_files, latent, generate, analysis, export, datasets
     top      synthdb.admin, synthdb.demo
     cli      cli/ (installed as synthdb.cli)
 
@@ -34,7 +34,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("synthdb", "synthdb.errors", "synthdb.files", "synthdb.progress", "synthdb.untrusted",
-              "synthdb.angles", "synthdb.seeds")),
+              "synthdb.angles", "synthdb.seeds", "synthdb.params", "synthdb.distributed")),
     ("catalog", ("synthdb.catalog", "synthdb.workspace")),
     ("store", ("synthdb.store",)),
     ("context", ("synthdb.context",)),
@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("faces", ("synthdb.faces",)),
     ("models", ("synthdb.defaults", "synthdb.zoo")),
     ("jobs", ("synthdb.sources", "synthdb.embed_dataset", "synthdb.crop_files", "synthdb.latent",
-              "synthdb.generate", "synthdb.analysis", "synthdb.export")),
+              "synthdb.generate", "synthdb.analysis", "synthdb.export", "synthdb.datasets")),
     ("top", ("synthdb.admin", "synthdb.demo")),
     ("cli", ("synthdb.cli",)),
 )

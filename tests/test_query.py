@@ -307,3 +307,73 @@ def test_init_warns_about_a_superuser_catalog_and_prints_grants_that_work(
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {owner}")
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {reader}")
         server.dispose()
+
+
+# ------------------------------------------------------------------------ the stats view (issue 17)
+
+
+def test_stats_of_a_langevin_run_are_queryable(ctx: Context) -> None:
+    """Regression: Langevin's per-iteration statistics were stored but not queryable. On SQLite and
+    PostgreSQL, ``stats`` gives each row with its run, dataset and unit, as the shards hold them."""
+    from synthdb.generate import units
+    from synthdb.generate.references import LangevinParams, ReferenceParams, generate_references
+
+    params = ReferenceParams(
+        name="refs", num_identities=4, generator="stylegan2-tiny", batch_size=4,
+        langevin=LangevinParams(iterations=3, repulsion_radius=0.5),
+    )  # fmt: skip
+    run_id = generate_references(ctx, params)
+    got = query(ctx, f"SELECT iteration, dist_min, prop_ict FROM stats WHERE run_id = {run_id} ORDER BY 1")
+    stored = sorted(units.read_stats(ctx, run_id), key=lambda row: row["iteration"])
+    assert got.to_pylist() == [
+        {k: row[k] for k in ("iteration", "dist_min", "prop_ict")} for row in stored
+    ]  # fmt: skip
+    assert [row["iteration"] for row in got.to_pylist()] == [0, 1, 2, 3]
+    labels = query(ctx, "SELECT DISTINCT run_id, dataset, unit FROM stats ORDER BY unit").to_pylist()
+    assert labels == [{"run_id": run_id, "dataset": "refs", "unit": u} for u in
+                      ("iter/000000", "iter/000001", "iter/000002", "iter/final")]  # fmt: skip
+
+
+def test_stats_of_other_algorithms_unite_by_name(sqlite_ctx: Context) -> None:
+    """ICT rows (batch, candidates, accepted) and Dispersion rows (which carry a ``unit`` column of their
+    own) sit in one view: missing columns are NULL, and ``unit`` is the catalog's, once; the view joins
+    with the catalog like any table."""
+    from synthdb.generate.references import ReferenceParams, generate_references
+    from synthdb.generate.variations import VariationParams, generate_variations
+
+    tiny = {"generator": "stylegan2-tiny", "batch_size": 4}
+    refs = ReferenceParams(name="refs", num_identities=3, algorithm="ict", ict=0.2, **tiny)
+    ict = generate_references(sqlite_ctx, refs)
+    variations = VariationParams(
+        name="vars", references="refs", num_variations=2, iterations=1, global_coefficient=0.1, **tiny
+    )
+    disp = generate_variations(sqlite_ctx, variations)
+    rows = query(
+        sqlite_ctx,
+        "SELECT r.kind, count(*) AS n, count(s.batch) AS batches, count(s.iteration) AS iterations "
+        "FROM stats s JOIN catalog.run r ON r.id = s.run_id GROUP BY 1 ORDER BY 1",
+    ).to_pylist()
+    ict_rows, dispersion_rows = rows
+    assert ict_rows["kind"] == "references" and ict_rows["batches"] == ict_rows["n"] >= 1
+    assert ict_rows["iterations"] == 0
+    assert dispersion_rows == {"kind": "variations", "n": 2, "batches": 0, "iterations": 2}  # 0 and final
+    accepted = query(sqlite_ctx, f"SELECT sum(accepted) AS a FROM stats WHERE run_id = {ict}").to_pylist()
+    assert accepted == [{"a": 3}]
+    units = query(sqlite_ctx, f"SELECT DISTINCT unit FROM stats WHERE run_id = {disp}").to_pylist()
+    assert units == [{"unit": "ids/000000"}]
+
+
+def test_query_output_says_where_it_wrote(filled: Context, tmp_path: Path) -> None:
+    """``-o`` with a relative path: the message names the absolute file (the command's cwd is not the
+    reader's), for every format that writes a file."""
+    from synthdb.cli.main import cli
+
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path) as here:
+        for fmt in ("csv", "parquet"):
+            done = runner.invoke(cli, ["-w", str(filled.ws.root), "query", "SELECT 1 AS a", "-o", f"r.{fmt}",
+                                       "--format", fmt])  # fmt: skip
+            assert done.exit_code == 0, done.output
+            written = Path(here).resolve() / f"r.{fmt}"
+            assert done.output.strip() == f"wrote 1 rows (1 columns, {fmt}) to {written}"
+            assert written.is_file()

@@ -28,7 +28,7 @@ the GPU. The fine cell counts are kept: they give the score distributions, EER a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -37,11 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthdb import distributed
+from synthdb.analysis import binning
+from synthdb.analysis.pair_sample import CONFIDENCE, InterPairSampler, inter_pairs, simultaneous_bounds
 from synthdb.analysis.vectors import identity_blocks, load_vectors, normalized, spaces
 from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.schema import ShardContent
 from synthdb.context import Context
+from synthdb.distributed import SOLO, Group
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
 
@@ -53,6 +57,8 @@ CLASSES = ("inter", "intra", "both")
 CELLS = 1 << 20
 _U32 = 2.0**-24  # unit roundoff of float32
 CPU_TILE = (1024, 16_384)  # rows of a panel, columns of a tile
+SPLIT_VALUES = 1 << 20  # values of one ``add`` worth splitting over the CPU threads
+SAMPLE_VALUES = 1 << 21  # vector entries gathered per chunk of sampled pairs (16 MiB in float64)
 GPU_TILE = (8192, 65_536)
 
 
@@ -119,7 +125,6 @@ class EdgeBinner:
         self.flagged = flags
         mids = torch.from_numpy(self.cell_lo + 0.5 / self.scale)
         self.lut = self.exact_bins(mids, on=torch.device("cpu")).numpy()
-        self._flags_np = flags.view(np.uint8)
         self._flags_dev = torch.from_numpy(flags).to(device)
         self.threads = threads if device.type == "cpu" else 1
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
@@ -149,11 +154,12 @@ class EdgeBinner:
         return torch.where(t == edges[-1], self.bins, out)
 
     def add(self, values: torch.Tensor, counts: Sequence[Counts]) -> None:
-        """Count a contiguous tensor of ``t`` values into ``counts`` (one ``Counts`` per thread)."""
+        """Count a contiguous tensor of ``t`` values into ``counts`` (one ``Counts`` per thread); values
+        too few to be worth a thread (the intra-class pairs of a tile) are counted by the caller's."""
         flat = values.reshape(-1)
         if flat.numel() == 0:
             return
-        if self._pool is None:
+        if self._pool is None or flat.numel() < SPLIT_VALUES:
             self._add_part(flat, 0, counts[0])
             return
         step = -(-flat.numel() // self.threads)
@@ -166,6 +172,8 @@ class EdgeBinner:
             job.result()
 
     def _add_part(self, values: torch.Tensor, slot: int, counts: Counts) -> None:
+        """Cells by one multiply-add and a truncation, counted over the range of cells they span only
+        (no 2^20-cell array per call); the values in flagged cells are then binned exactly."""
         n = values.numel()
         xbuf, ibuf = self._buffers[slot]
         if xbuf.numel() < n:
@@ -173,8 +181,10 @@ class EdgeBinner:
         x, cells = xbuf[:n], ibuf[:n]
         torch.add(self._offset32, values, alpha=self.scale, out=x)
         cells.copy_(x)  # truncation == floor: the grid starts below every possible t
-        counts.fine += torch.bincount(cells, minlength=CELLS).cpu().numpy()
         where = self._flagged(cells)
+        lo, hi = (int(v) for v in torch.aminmax(cells))
+        span = torch.bincount(cells.sub_(lo), minlength=hi - lo + 1)
+        counts.fine[lo : hi + 1] += span.cpu().numpy()
         if where.numel() == 0:
             return
         t = values[where].double()
@@ -187,11 +197,13 @@ class EdgeBinner:
         counts.near += torch.bincount(nearest[close], minlength=self.bins + 1).cpu().numpy()
 
     def _flagged(self, cells: torch.Tensor) -> torch.Tensor:
-        """Positions of the values in flagged cells: a NumPy gather on the CPU (several times faster than
-        torch indexing with int32), torch on a GPU."""
+        """Positions of the values in flagged cells: ``index_select`` takes the int32 cells as they are
+        (plain indexing converts them to int64 first, several times slower), and on the CPU NumPy finds
+        the few True values of a bool array several times faster than torch's ``nonzero``."""
+        flags = self._flags_dev.index_select(0, cells)
         if self.device.type == "cpu":
-            return torch.from_numpy(self._flags_np[cells.numpy()]).nonzero().squeeze(1)
-        return self._flags_dev[cells.long()].nonzero().squeeze(1)
+            return torch.from_numpy(np.flatnonzero(flags.numpy()))
+        return flags.nonzero().squeeze(1)
 
     def near_by_edge(self, counts: Counts) -> np.ndarray:
         """Pairs within the tolerance of each distance edge, in the order of ``edges``."""
@@ -213,6 +225,8 @@ class ClassHistogram:
     """One class of pairs binned on ``edges``.
 
     ``normalized`` divides by all pairs of the class, in range or not (the reference's normalisation).
+    An estimate from ``sampled`` random pairs (:mod:`synthdb.analysis.pair_sample`) has float counts
+    (the sampled share of each bin times ``pairs``) and :attr:`bounds`; exact counts have ``sampled`` 0.
     """
 
     counts: np.ndarray
@@ -220,11 +234,24 @@ class ClassHistogram:
     above: int
     pairs: int
     near_edges: np.ndarray  # per edge, pairs whose float32 distance is within the tolerance of it
+    sampled: int = 0
+    confidence: float = CONFIDENCE
 
     @property
     def edge_pairs(self) -> int:
         """Pairs that may sit one bin away from exact arithmetic: each moves at most two bin counts by one."""
         return int(self.near_edges.sum())
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Of an estimate, per bin the lower and upper bounds of the exact count, all holding at once with
+        probability ``confidence`` (None for exact counts). Computed from the counts as they are, so bins
+        summed into wider ones (:mod:`synthdb.analysis.binning`) keep valid bounds."""
+        if not self.sampled:
+            return None
+        draws = np.asarray(self.counts, np.float64) * (self.sampled / self.pairs)
+        lower, upper = simultaneous_bounds(draws, self.sampled, self.confidence, len(draws) + 2)
+        return lower * self.pairs, upper * self.pairs
 
     @property
     def normalized(self) -> np.ndarray:
@@ -296,6 +323,47 @@ def _intra_positions(lo_id: np.ndarray, hi_id: np.ndarray, r0: int, r1: int, c0:
     return np.repeat(first - run_start, count) + np.arange(total)
 
 
+@dataclass(frozen=True)
+class Tile:
+    """Rows ``[r0, r1)`` (one panel) against columns ``[c0, c1)`` of the sorted samples; a diagonal tile
+    (``c0 == r0``) is the panel's square, of which only the pairs above the diagonal count."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def diagonal(self) -> bool:
+        return self.c0 == self.r0
+
+
+def tiles(hi_id: np.ndarray, rows: int, cols: int, all_pairs: bool) -> list[Tile]:
+    """Every tile of pairs i < j, panel by panel; with ``all_pairs`` False only up to the end of the last
+    identity a panel's rows belong to (``hi_id``: per sorted row, the end of its identity's block)."""
+    n = len(hi_id)
+    out = []
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        end = n if all_pairs else int(hi_id[r0:r1].max())
+        out.append(Tile(r0, r1, r0, r1))
+        out += [Tile(r0, r1, c0, min(end, c0 + cols)) for c0 in range(r1, end, cols)]
+    return out
+
+
+Extreme = tuple[float, int, int]
+
+
+def _better(a: Extreme, b: Extreme | None, largest: bool) -> bool:
+    """Whether pair ``a`` = (t, i, j) is more extreme than ``b``; on a tie the smaller (i, j) wins, so the
+    choice does not depend on the order the tiles were visited in (or on which rank visited them)."""
+    if b is None:
+        return True
+    if a[0] != b[0]:
+        return a[0] > b[0] if largest else a[0] < b[0]
+    return a[1:] < b[1:]
+
+
 def scan_pairs(
     left: torch.Tensor,
     right: torch.Tensor,
@@ -303,15 +371,16 @@ def scan_pairs(
     binner: EdgeBinner,
     all_pairs: bool,
     tile: tuple[int, int] | None = None,
-    advance: Callable[[int], None] | None = None,
-) -> tuple[Counts | None, Counts, tuple[float, int, int] | None]:
+    quiet: bool = True,
+    group: Group = SOLO,
+) -> tuple[Counts | None, Counts, Extreme | None]:
     """Tile over pairs i < j of rows sorted by identity (``starts``: identity block starts), with
     ``t_ij = left_i . right_j``; count all pairs (if ``all_pairs``) and the intra-class ones.
 
     Returns per-thread-summed ``(all, intra, extreme)`` where ``extreme`` is the inter-class pair with the
-    largest ``t`` (angles) or smallest (Euclidean) as ``(t, i, j)`` in sorted positions.
+    largest ``t`` (angles) or smallest (Euclidean) as ``(t, i, j)`` in sorted positions. Under ``group``
+    this rank visits its share of the tiles only (:meth:`Group.deal`), and the progress counts its tiles.
     """
-    n = left.shape[0]
     device = left.device
     rows, cols = tile or (GPU_TILE if device.type == "cuda" else CPU_TILE)
     sizes = np.diff(starts)
@@ -322,48 +391,60 @@ def scan_pairs(
     intra_counts = [binner.new_counts() for _ in range(slots)]
     largest = binner.metric == ANGLE
     worst = -math.inf if largest else math.inf
-    extreme: tuple[float, int, int] | None = None
+    extreme: Extreme | None = None
     buffer = torch.empty(rows * max(cols, rows), dtype=torch.float32, device=device)
 
-    def visit(tile_t: torch.Tensor, r0: int, c0: int, c1: int, diagonal: bool) -> None:
+    def visit(tile_t: torch.Tensor, at: Tile) -> None:
         nonlocal extreme
         flat = tile_t.view(-1)
-        width = c1 - c0
-        positions = torch.from_numpy(_intra_positions(lo_id, hi_id, r0, r0 + tile_t.shape[0], c0, c1))
+        width = at.c1 - at.c0
+        positions = torch.from_numpy(_intra_positions(lo_id, hi_id, at.r0, at.r1, at.c0, at.c1))
         positions = positions.to(device)
-        if diagonal and all_counts is not None:
+        if at.diagonal and all_counts is not None:
             upper, rest = _triangle(width, device)
         if all_counts is not None:
-            binner.add(flat[upper] if diagonal else flat, all_counts)
+            binner.add(flat[upper] if at.diagonal else flat, all_counts)
         if positions.numel():
             binner.add(flat[positions], intra_counts)
         if all_counts is None:
             return
         flat.index_fill_(0, positions, worst)
-        if diagonal:
+        if at.diagonal:
             flat.index_fill_(0, rest, worst)
-        value, where = flat.max(0) if largest else flat.min(0)
-        value = float(value)
-        if value != worst and (extreme is None or (value > extreme[0] if largest else value < extreme[0])):
-            k = int(where)
-            extreme = (value, r0 + k // width, c0 + k % width)
+        value = float(flat.max() if largest else flat.min())  # no index: several times faster
+        if value == worst or (extreme is not None and _better(extreme, (value, -1, -1), largest)):
+            return
+        k = int((flat == value).to(torch.uint8).argmax())  # the first: the tile's smallest (i, j)
+        candidate = (value, at.r0 + k // width, at.c0 + k % width)
+        if _better(candidate, extreme, largest):
+            extreme = candidate
 
-    for r0 in range(0, n, rows):
-        r1 = min(n, r0 + rows)
-        panel = left[r0:r1]
-        end = n if all_pairs else int(hi_id[r0:r1].max())
-        square = torch.mm(panel, right[r0:r1].T, out=buffer[: (r1 - r0) ** 2].view(r1 - r0, r1 - r0))
-        visit(square, r0, r0, r1, diagonal=True)
-        for c0 in range(r1, end, cols):
-            c1 = min(end, c0 + cols)
-            block = torch.mm(
-                panel, right[c0:c1].T, out=buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
-            )
-            visit(block, r0, c0, c1, diagonal=False)
-        if advance is not None:
-            advance(r1 - r0)
+    mine = group.deal(tiles(hi_id, rows, cols, all_pairs))
+    with progress_bar(len(mine), "pair tiles", quiet) as advance:
+        for at in mine:
+            shape = (at.r1 - at.r0, at.c1 - at.c0)
+            out = buffer[: shape[0] * shape[1]].view(shape)
+            visit(torch.mm(left[at.r0 : at.r1], right[at.c0 : at.c1].T, out=out), at)
+            advance(1)
     total_all = None if all_counts is None else sum(all_counts[1:], all_counts[0])
     return total_all, sum(intra_counts[1:], intra_counts[0]), extreme
+
+
+def _over_ranks(
+    group: Group, all_counts: Counts | None, intra: Counts, extreme: Extreme | None, largest: bool
+) -> tuple[Counts | None, Counts, Extreme | None]:
+    """Every rank's counts summed (integers: exactly one process's counts) and the most extreme pair."""
+    if group.size == 1:
+        return all_counts, intra, extreme
+
+    def total(counts: Counts) -> Counts:
+        return Counts(group.total(counts.fine), group.total(counts.exact), group.total(counts.near))
+
+    best = None
+    for candidate in group.collect(extreme):
+        if candidate is not None and _better(candidate, best, largest):
+            best = candidate
+    return (None if all_counts is None else total(all_counts)), total(intra), best
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -431,10 +512,14 @@ def scan(
     device: str | torch.device | None = None,
     tile: tuple[int, int] | None = None,
     quiet: bool = True,
+    group: Group = SOLO,
 ) -> PairScan:
     """All pairs of ``vectors`` (only same-identity pairs when ``all_pairs`` is False), counted on ``edges``
     (default: ``bins`` uniform bins over ``value_range``, default [0, pi] rad for angles and [0, max distance]
-    for Euclidean). Array-level: no catalog needed (tests and benchmarks call it directly)."""
+    for Euclidean). Array-level: no catalog needed (tests and benchmarks call it directly).
+
+    Under a ``group`` of several ranks (:mod:`synthdb.distributed`) every rank passes the same vectors,
+    scans its share of the tiles and gets the counts of all of them."""
     if metric not in UNITS:
         raise SynthdbError(f"unknown metric '{metric}': use {ANGLE} or {EUCLIDEAN}")
     if len(vectors) != len(identity_ids):
@@ -448,14 +533,53 @@ def scan(
         edges = uniform_edges(bins, value_range or (0.0, max_distance if metric == EUCLIDEAN else math.pi))
     binner = EdgeBinner(metric, edges, t_range, tolerance, dev, threads=torch.get_num_threads())
     try:
-        with progress_bar(len(vectors), "pairs", quiet) as advance:
-            all_counts, intra, extreme = scan_pairs(left, right, starts, binner, all_pairs, tile, advance)
+        found = scan_pairs(left, right, starts, binner, all_pairs, tile, quiet, group)
     finally:
         binner.close()
+    all_counts, intra, extreme = _over_ranks(group, *found, largest=metric == ANGLE)
     sample_extreme = None
     if extreme is not None:
         sample_extreme = (extreme[0], int(order[extreme[1]]), int(order[extreme[2]]))
     return PairScan(metric, binner, all_counts, intra, len(vectors), len(identities), sample_extreme)
+
+
+def sampled_inter(
+    vectors: np.ndarray,
+    identity_ids: np.ndarray,
+    binner: EdgeBinner,
+    pairs: int,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> ClassHistogram:
+    """The inter-class histogram on ``binner``'s edges estimated from ``pairs`` uniform random inter-class
+    pairs (:mod:`synthdb.analysis.pair_sample`); each pair's distance is computed in float64, so only the
+    sampling is approximate. The same ``seed`` gives the same estimate."""
+    order, _, starts = identity_blocks(np.asarray(identity_ids))
+    data = np.asarray(vectors)[order]
+    if binner.metric == ANGLE:
+        data = normalized(data)
+    sampler, rng = InterPairSampler(starts), np.random.default_rng(seed)
+    outcomes = np.zeros(binner.bins + 2, np.int64)
+    chunk = max(1, SAMPLE_VALUES // data.shape[1])
+    for start in range(0, pairs, chunk):
+        a, b = sampler.draw(min(chunk, pairs - start), rng)
+        if binner.metric == ANGLE:
+            t = np.einsum("ij,ij->i", data[a], data[b], dtype=np.float64)
+        else:
+            diff = data[a].astype(np.float64) - data[b]
+            t = np.einsum("ij,ij->i", diff, diff)
+        found = binner.exact_bins(torch.from_numpy(t), on=torch.device("cpu")).numpy()
+        outcomes += np.bincount(found, minlength=binner.bins + 2)
+    estimate = outcomes * (inter_pairs(starts) / pairs)
+    return ClassHistogram(
+        counts=estimate[1:-1],
+        below=round(float(estimate[0])),
+        above=round(float(estimate[-1])),
+        pairs=inter_pairs(starts),
+        near_edges=np.zeros(binner.bins + 1, np.int64),
+        sampled=pairs,
+        confidence=confidence,
+    )
 
 
 @dataclass
@@ -474,6 +598,8 @@ class Histogram:
     intra: ClassHistogram | None = None
     closest_inter: tuple[float, int, int] | None = None  # distance, sample id, sample id
     dropped_without_identity: int = 0
+    processes: int = 1  # ranks the pairs were spread over (torchrun)
+    leader: bool = True  # rank 0 (or the only process): the one that writes files and reports
 
     @property
     def left_edges(self) -> np.ndarray:
@@ -504,14 +630,31 @@ def histogram(
     model: str | None = None,
     pair_class: str = "both",
     space: str = ShardContent.EMBEDDING,
-    bins: int = 1024,
+    bins: int | None = None,
     value_range: tuple[float, float] | None = None,
     column: str | None = None,
     device: str | None = None,
     quiet: bool = False,
+    *,
+    sample: int | None = None,
 ) -> Histogram:
     """Histograms of ``dataset``'s pair distances: angles (rad) of embeddings of ``model``, or Euclidean
-    distances of a generator's latents (``column``, default ``w``)."""
+    distances of a generator's latents (``column``, default ``w``).
+
+    Under torchrun every rank calls this and scans its share of the pairs (:mod:`synthdb.distributed`);
+    every rank gets the counts of all of them, and only the ``leader`` reports. ``sample`` estimates the
+    inter-class histogram from that many random pairs with bounds per bin (:func:`sampled_inter`).
+
+    ``value_range`` and ``bins`` follow the data unless given (:mod:`synthdb.analysis.binning`): the
+    range the pairs occupy and 2 n^(1/3) bins for n pairs, summed exactly from a fine grid in one pass.
+    ``bins`` without a range scans twice: once to find the range, once on exactly ``bins`` bins."""
+    if bins is not None and bins < 1:
+        raise SynthdbError(f"a histogram needs at least one bin, not {bins}: give --bins >= 1")
+    if value_range is None and bins is not None:
+        found = histogram(
+            ctx, dataset, model, pair_class, space, None, None, column, device, quiet, sample=sample
+        )
+        value_range = (float(found.edges[0]), float(found.edges[-1]))
     if pair_class not in CLASSES:
         raise SynthdbError(f"unknown class '{pair_class}': use one of {', '.join(CLASSES)}")
     content, model = resolve_space(ctx, dataset, space, model)
@@ -519,16 +662,23 @@ def histogram(
     loaded = load_vectors(ctx, dataset, model, content, column)
     data = loaded.with_identity()
     metric = SPACES[space]
-    result = scan(
-        data.vectors,
-        data.identity_ids,
-        metric,
-        bins=bins,
-        value_range=value_range,
-        all_pairs=pair_class != "intra",
-        device=device,
-        quiet=quiet,
-    )
+    pairs = len(data) * (len(data) - 1) // 2
+    with distributed.joined(str(_device(device))) as (group, on):
+        result = scan(
+            data.vectors,
+            data.identity_ids,
+            metric,
+            bins=binning.FIT_GRID
+            if value_range is None
+            else bins
+            if bins is not None
+            else binning.auto_bins(pairs),
+            value_range=value_range,
+            all_pairs=pair_class != "intra" and sample is None,
+            device=on,
+            quiet=quiet or not group.leader,
+            group=group,
+        )
     out = Histogram(
         dataset=dataset,
         space=space,
@@ -539,10 +689,14 @@ def histogram(
         samples=result.samples,
         identities=result.identities,
         dropped_without_identity=len(loaded) - len(data),
+        processes=group.size,
+        leader=group.leader,
     )
     if pair_class in ("intra", "both"):
         out.intra = result.histogram(result.intra)
-    if pair_class in ("inter", "both"):
+    if pair_class in ("inter", "both") and sample is not None:
+        out.inter = sampled_inter(data.vectors, data.identity_ids, result.binner, sample)
+    elif pair_class in ("inter", "both"):
         out.inter = result.histogram(result.inter)
         if result.extreme is not None:
             out.closest_inter = (
@@ -550,6 +704,9 @@ def histogram(
                 int(data.sample_ids[result.extreme[1]]),
                 int(data.sample_ids[result.extreme[2]]),
             )
+    if value_range is None:
+        fitted = binning.fit_to_data(out.edges, [out.inter, out.intra])
+        out.edges, (out.inter, out.intra) = fitted
     return out
 
 

@@ -29,7 +29,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from synthdb.analysis.vectors import NO_IDENTITY, centroids, committed_shards, load_vectors, normalized
+from synthdb.analysis.vectors import (
+    NO_IDENTITY,
+    centroids,
+    committed_shards,
+    load_vectors,
+    normalized,
+    shared_model,
+)
 from synthdb.catalog import indexes
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.runs import recorded_run, set_summary
@@ -250,7 +257,7 @@ def _vectors_for(
 def build_index(
     ctx: Context,
     dataset: str,
-    model: str,
+    model: str | None = None,
     factory: str = "Flat",
     per: str = "sample",
     rebuild: bool = False,
@@ -258,9 +265,11 @@ def build_index(
     seed: int = 0,
     quiet: bool = False,
 ) -> IndexInfo:
-    """Build, extend or reuse the index of ``dataset``'s ``model`` embeddings; see the module docstring."""
+    """Build, extend or reuse the index of ``dataset``'s ``model`` embeddings (optional when the dataset has
+    one model's); see the module docstring."""
     if per not in PER:
-        raise SynthdbError(f"unknown --per '{per}': use sample or identity")
+        raise SynthdbError(f"unknown --by '{per}': use sample or identity")
+    model = shared_model(ctx, [dataset], model)
     did = lookup_dataset_id(ctx.catalog, dataset)
     current = [s.id for s in committed_shards(ctx, did, ShardContent.EMBEDDING, model)]
     if not current:

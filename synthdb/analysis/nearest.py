@@ -2,11 +2,15 @@
 
 The question every synthetic dataset must answer: is any of my identities a real person of the data the
 generator (or the FR model) was trained on? Each QUERY identity is represented by its reference sample
-(``by="sample"``) or by the normalised centroid of its samples (``by="identity"``):
+(``by="sample"``), by the normalised centroid of its samples (``by="identity"``) or by all its samples
+(``by="all"``):
 
 - by identity: centroid against the REF identities' centroids (a per-identity index);
 - by sample: reference sample against every REF sample (a per-sample index); the REF identity's distance
-  is that of its closest sample, the most sensitive test for a leak.
+  is that of its closest sample;
+- by all: every sample against every REF sample, the distance of the closest pair (near-duplicates filed
+  under another identity), plus exact duplicates, image files with the same bytes
+  (:mod:`synthdb.analysis.duplicates`).
 
 The ``k`` nearest distinct REF identities are kept with their angles (radians); a match closer than
 ``threshold`` is a leak. Checking a dataset against itself finds duplicate identities: an identity is never
@@ -17,11 +21,17 @@ its own match. Results are committed as a ``result`` shard (one row per query id
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from synthdb import defaults
+from synthdb.analysis.duplicates import (
+    ExactDuplicate,
+    closest_per_identity,
+    content_duplicates,
+    dataset_digests,
+)
 from synthdb.analysis.index import Searcher, build_index, load_index
 from synthdb.analysis.vectors import (
     NO_IDENTITY,
@@ -29,18 +39,19 @@ from synthdb.analysis.vectors import (
     load_vectors,
     normalized,
     sample_rows,
+    shared_model,
 )
 from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
-from synthdb.catalog.samples import identity_labels
+from synthdb.catalog.samples import identity_labels, key_of_samples
 from synthdb.catalog.schema import CheckKind, RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
 from synthdb.store.commit import TableSpec, commit
 
-BY = ("identity", "sample")
+BY = ("identity", "sample", "all")
 RESULT_SPACE = CheckKind.NEAREST
 SEARCH_BATCH = 16_384
 
@@ -55,13 +66,17 @@ class Match:
     ref_sample_id: int
     angle_rad: float
     leak: bool
+    query_sample_id: int = -1
 
 
 @dataclass
 class NearestReport:
     """Per query identity (rows) its ``k`` nearest REF identities (columns), angles in radians.
 
-    Missing matches (fewer than ``k`` REF identities) have identity -1 and angle NaN.
+    Missing matches (fewer than ``k`` REF identities) have identity -1 and angle NaN. ``query_sample_ids``
+    (by sample and by all) is the QUERY sample of each match; ``exact`` (by all) the pairs of samples whose
+    image files are byte-identical, ``unreadable`` the image files that could not be hashed, and
+    ``sample_keys`` the keys of the samples these name.
     """
 
     query: str
@@ -78,6 +93,10 @@ class NearestReport:
     run_id: int | None = None
     shard_id: int | None = None
     index_id: int | None = None
+    query_sample_ids: np.ndarray | None = None
+    exact: list[ExactDuplicate] = field(default_factory=list)
+    unreadable: int = 0
+    sample_keys: dict[int, str] = field(default_factory=dict)
 
     @property
     def leak_mask(self) -> np.ndarray:
@@ -96,6 +115,7 @@ class NearestReport:
         for row, rank in zip(rows[order], ranks[order], strict=True):
             query, ref = int(self.query_identity_ids[row]), int(self.ref_identity_ids[row, rank])
             angle = float(self.angles_rad[row, rank])
+            sample = -1 if self.query_sample_ids is None else int(self.query_sample_ids[row, rank])
             out.append(
                 Match(
                     query,
@@ -106,6 +126,7 @@ class NearestReport:
                     int(self.ref_sample_ids[row, rank]),
                     angle,
                     angle < self.threshold_rad,
+                    sample,
                 )
             )
         return out
@@ -190,7 +211,7 @@ def check_nearest(
     ctx: Context,
     query: str,
     against: str,
-    model: str,
+    model: str | None = None,
     k: int = 5,
     threshold: float | None = None,
     by: str = "identity",
@@ -200,16 +221,17 @@ def check_nearest(
     """Nearest ``against`` identities of every ``query`` identity; see the module docstring.
 
     ``threshold`` is an angle in radians: a match below it is a leak (None: the embedder's verification
-    threshold).
+    threshold). ``model`` may be None when the two datasets share the embeddings of one model only.
     """
     if by not in BY:
-        raise SynthdbError(f"unknown --by '{by}': use identity or sample")
+        raise SynthdbError(f"unknown --by '{by}': use {', '.join(BY)}")
     if k < 1:
         raise SynthdbError(f"--k {k} asks for no neighbour: use --k 1 or more")
     if threshold is not None and not 0 <= threshold <= np.pi:
         raise SynthdbError(
             f"--threshold {threshold} is not an angle in radians in [0, pi]: e.g. --threshold 0.6"
         )
+    model = shared_model(ctx, [query, against], model)
     loaded = load_vectors(ctx, query, model)
     threshold = defaults.threshold(model) if threshold is None else threshold
     keep = loaded.identity_ids != NO_IDENTITY
@@ -217,8 +239,11 @@ def check_nearest(
         raise SynthdbError(f"no embedded sample of '{query}' belongs to an identity: nothing to check")
     unit = normalized(loaded.vectors[keep])
     sample_ids, identity_ids = loaded.sample_ids[keep], loaded.identity_ids[keep]
+    query_samples = None
     if by == "identity":
         query_identities, queries = centroids(unit, identity_ids)
+    elif by == "all":
+        query_identities, queries = identity_ids, unit
     else:
         rows = sample_rows(ctx, loaded.dataset_id)
         chosen = representatives(
@@ -226,6 +251,7 @@ def check_nearest(
         )
         order = np.argsort(identity_ids[chosen], kind="stable")
         query_identities, queries = identity_ids[chosen][order], unit[chosen][order]
+        query_samples = np.repeat(sample_ids[chosen][order][:, None], k, axis=1)
     per = "identity" if by == "identity" else "sample"
     params = {
         "query": query,
@@ -245,6 +271,10 @@ def check_nearest(
             scores, ref_identities, ref_ids = _search_identities(
                 searcher, queries, query_identities, k, identity_of, advance
             )
+        if by == "all":
+            query_identities, scores, ref_identities, ref_ids, query_samples = closest_per_identity(
+                query_identities, sample_ids, scores, ref_identities, ref_ids, k
+            )
         angles = from_cosine(scores)
         ref_samples = ref_ids if per == "sample" else ref_sample_of(ref_ids)
         set_progress(ctx.catalog, run_id, 0.9)
@@ -262,7 +292,10 @@ def check_nearest(
             identity_labels(ctx.catalog, np.concatenate([query_identities, ref_identities.ravel()])),
             run_id=run_id,
             index_id=info.id,
+            query_sample_ids=query_samples,
         )
+        if by == "all":
+            _add_exact_duplicates(ctx, report, quiet)
         report.shard_id = _commit_results(ctx, loaded.dataset_id, run_id, report)
         finite = angles[np.isfinite(angles)]
         set_summary(
@@ -276,9 +309,27 @@ def check_nearest(
                 "min_angle_rad": float(finite.min()) if len(finite) else None,
                 "shard_id": report.shard_id,
                 "index_id": info.id,
+                **(
+                    {"exact_duplicates": len(report.exact), "unreadable_images": report.unreadable}
+                    if by == "all"
+                    else {}
+                ),
             },
         )
     return report
+
+
+def _add_exact_duplicates(ctx: Context, report: NearestReport, quiet: bool) -> None:
+    """Hash both datasets' image files, add the byte-identical pairs, and the keys of every sample named."""
+    same = report.query == report.against
+    with progress_bar(None, "hashing images", quiet) as advance:
+        query = dataset_digests(ctx, report.query, advance)
+        ref = query if same else dataset_digests(ctx, report.against, advance)
+    report.exact = content_duplicates(query, ref, same)
+    report.unreadable = query.unreadable + (0 if same else ref.unreadable)
+    named = [m.query_sample_id for m in report.matches()] + [m.ref_sample_id for m in report.matches()]
+    named += [i for d in report.exact for i in (d.query_sample_id, d.ref_sample_id)]
+    report.sample_keys = key_of_samples(ctx.catalog, named)
 
 
 def _ref_maps(ctx: Context, against: str, per: str):  # noqa: ANN202 - two closures

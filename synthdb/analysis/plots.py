@@ -1,4 +1,4 @@
-"""Figures of the analyses: inter vs intra histograms, DET and ROC curves, sample grids (PNG or SVG).
+"""Figures of the analyses: inter vs intra histograms, DET and ROC curves (PNG or SVG), sample strips.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (``Figure`` + ``savefig``), never with
 pyplot: no global backend or figure state, so plotting works headless, in threads and in tests. The
@@ -11,14 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from synthdb.analysis.histogram import ClassHistogram
 from synthdb.errors import SynthdbError
 
 FORMATS = (".png", ".svg")
-_THUMB = 160
+_GAP = 4
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -26,7 +28,8 @@ def _save(fig: Figure, path: str | Path) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise SynthdbError(f"cannot plot to '{path.name}': name a .png or .svg file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with rc_context({"svg.fonttype": "none"}):  # SVG text stays text: searchable, selectable, readable
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     return path
 
 
@@ -36,10 +39,12 @@ def plot_histograms(
     inter: ClassHistogram | None,
     intra: ClassHistogram | None,
     unit: str = "rad",
-    ict: float | None = None,
+    threshold: tuple[float, str] | None = None,
     title: str = "",
 ) -> Path:
-    """Inter- and intra-class distance histograms (fraction of the class's pairs per bin), ICT line."""
+    """Inter- and intra-class distance histograms (fraction of the class's pairs per bin) over the bins
+    given, and the threshold line ``(value, legend)``. Each class is one artist (filled, outlined), so
+    its legend swatch is what its bars look like."""
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
     for name, hist, colour in (
@@ -51,13 +56,14 @@ def plot_histograms(
                 hist.normalized,
                 edges,
                 label=f"{name}, {hist.pairs:,} pairs",
-                color=colour,
                 fill=True,
-                alpha=0.35,
+                facecolor=to_rgba(colour, 0.35),
+                edgecolor=colour,
+                linewidth=1.2,
             )
-            ax.stairs(hist.normalized, edges, color=colour)
-    if ict is not None:
-        ax.axvline(ict, color="black", linestyle="--", label=f"ICT {ict:g} {unit}")
+    if threshold is not None:
+        ax.axvline(threshold[0], color="black", linestyle="--", label=threshold[1])
+    ax.set_xlim(float(edges[0]), float(edges[-1]))
     ax.set_xlabel(f"{'angle' if unit == 'rad' else 'distance'} ({unit})")
     ax.set_ylabel("fraction of pairs per bin")
     ax.set_title(title)
@@ -66,15 +72,23 @@ def plot_histograms(
 
 
 def plot_det(
-    path: str | Path, fmr: np.ndarray, fnmr: np.ndarray, eer: float | None = None, title: str = ""
+    path: str | Path,
+    fmr: np.ndarray,
+    fnmr: np.ndarray,
+    eer: float | None = None,
+    title: str = "",
+    note: str | None = None,
 ) -> Path:
-    """DET curve: FNMR against FMR, both on log axes (zero rates are clipped to the axis floor)."""
+    """DET curve: FNMR against FMR, both on log axes (zero rates are clipped to the axis floor); ``note``
+    is written across the axes (a curve with no error at all has no point to draw)."""
     fig = Figure(figsize=(5, 5))
     ax = fig.add_subplot()
     floor = 1e-6
     ax.loglog(np.maximum(fmr, floor), np.maximum(fnmr, floor), color="tab:purple", label="DET")
     if eer is not None:
         ax.plot([max(eer, floor)], [max(eer, floor)], "ko", label=f"EER {eer:.4%}")
+    if note:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", wrap=True, fontsize="small")
     ax.set_xlabel("false match rate (FMR)")
     ax.set_ylabel("false non-match rate (FNMR)")
     ax.set_xlim(floor, 1)
@@ -100,38 +114,19 @@ def plot_roc(path: str | Path, fmr: np.ndarray, fnmr: np.ndarray, title: str = "
     return _save(fig, path)
 
 
-def _thumbnail(path: Path) -> np.ndarray | None:
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((_THUMB, _THUMB))
-            return np.asarray(image)
-    except (OSError, UnidentifiedImageError):
-        return None
-
-
-def plot_sample_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[Path]]], title: str = "") -> Path:
-    """A grid of sample images, one row per identity (``(label, image paths)``); unreadable files show as
-    an empty cell marked 'unreadable'."""
-    if not rows:
-        raise SynthdbError("no identity has images to show: the dataset has no image files")
-    columns = max(len(images) for _, images in rows)
-    fig = Figure(figsize=(1.4 * columns + 1.2, 1.4 * len(rows) + 0.4))
-    axes = fig.subplots(len(rows), columns, squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                pixels = _thumbnail(images[c])
-                if pixels is None:
-                    ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize="x-small")
-                else:
-                    ax.imshow(pixels)
-            if c == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
-    fig.suptitle(title)
-    return _save(fig, path)
+def sample_strip(path: str | Path, cells: Sequence[np.ndarray], marked: Sequence[bool] = ()) -> Path:
+    """One identity's images side by side (each an H x W x 3 uint8 array, all the same size) as a PNG, a
+    red frame around the ``marked`` ones (shown uncropped: no face was found to align)."""
+    if not cells:
+        raise SynthdbError("no image to show: pass at least one")
+    height, width = cells[0].shape[:2]
+    strip = Image.new("RGB", (len(cells) * (width + _GAP) - _GAP, height), "white")
+    for i, pixels in enumerate(cells):
+        cell = Image.fromarray(pixels)
+        if i < len(marked) and marked[i]:
+            ImageDraw.Draw(cell).rectangle((0, 0, width - 1, height - 1), outline=(220, 30, 30), width=3)
+        strip.paste(cell, (i * (width + _GAP), 0))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    strip.save(path)
+    return path

@@ -14,6 +14,12 @@ and one view per kind of check result (``result`` shards), joined to the catalog
   ``angle_rad`` DOUBLE in radians, ``leak`` BOOLEAN, NULL when the check had no threshold), read from
   typed result shards and from the float32-list shards older synthdb versions wrote alike
 
+and the per-iteration statistics generation runs store (``stats`` shards):
+
+- ``stats(run_id, dataset, unit, <the statistics>)``: Langevin and Dispersion rows (``iteration``,
+  ``dist_min``/``_avg``/``_max``, ``prop_ict``, force norms, ``timestep``, ...), ICT rows (``batch``,
+  ``candidates``, ``accepted``); columns are united by name, NULL where a run has no such column
+
 Parquet gives fixed-size lists back as ``FLOAT[]``; cast (``embedding::FLOAT[128]``) for DuckDB's
 ``array_*`` functions. ``engine="catalog"`` runs the SQL on the catalog database itself.
 
@@ -307,6 +313,34 @@ def _result_shards(ctx: Context, space: str) -> list[tuple[str, int | None, str,
     ]
 
 
+def _stats_shards(ctx: Context) -> list[tuple[str, int | None, str | None, str]]:
+    """Committed stats shards: (dataset, run id, unit, absolute path)."""
+    rows = shards.committed(ctx.catalog, contents=[ShardContent.STATS])
+    return [(r.dataset, r.run_id, r.unit, str(ctx.store.abspath(r.path))) for r in rows if r.dataset]
+
+
+def _stats_sql(found: list[tuple[str, int | None, str | None, str]]) -> str:
+    """The ``stats`` view: one read of each run's stats files (columns united by name), each row labelled
+    with the run, dataset and unit that wrote it (the unit through the file it came from)."""
+    groups: dict[tuple[str, int | None], list[tuple[str, str | None]]] = defaultdict(list)
+    for dataset, run_id, unit, path in found:
+        groups[(dataset, run_id)].append((path, unit))
+    parts = []
+    for (dataset, run_id), files in groups.items():
+        paths = ", ".join(_literal(path) for path, _ in files)
+        units = ", ".join(f"({_literal(path)}, {_literal(unit or '')})" for path, unit in files)
+        run = "NULL" if run_id is None else str(int(run_id))
+        parts.append(
+            f"SELECT {run}::BIGINT AS run_id, {_literal(dataset)} AS dataset, u.unit, "
+            "COLUMNS(c -> c NOT IN ('filename', 'unit')) "  # variations' rows name their unit themselves
+            f"FROM read_parquet([{paths}], union_by_name = true, filename = true) s "
+            f"JOIN (VALUES {units}) u(filename, unit) ON s.filename = u.filename"
+        )
+    return " UNION ALL BY NAME ".join(parts) or (
+        "SELECT NULL::BIGINT AS run_id, NULL::VARCHAR AS dataset, NULL::VARCHAR AS unit WHERE false"
+    )
+
+
 # The columns of a ``nearest`` result shard as the view shows them, per layout version: typed scalars
 # (version 2), or 1-wide float32 lists (version 1, before synthdb wrote typed results).
 _NEAREST_COLUMNS = {
@@ -388,7 +422,8 @@ def connect(ctx: Context, bounds: Bounds | None = None) -> duckdb.DuckDBPyConnec
         if not on_sqlite:
             _attach_postgres(con, url, bounds)
         vectors, nearest = _committed_shards(ctx), _result_shards(ctx, CheckKind.NEAREST)
-        paths = [path for *_, path in vectors] + [path for _, _, path, _ in nearest]
+        per_iteration = _stats_shards(ctx)
+        paths = [path for *_, path in vectors + per_iteration] + [path for _, _, path, _ in nearest]
         allowed = "[" + ", ".join(_literal(path) for path in paths) + "]"
         con.execute(f"SET allowed_paths = {allowed}")
         con.execute("SET enable_external_access = false")
@@ -398,6 +433,7 @@ def connect(ctx: Context, bounds: Bounds | None = None) -> duckdb.DuckDBPyConnec
         con.execute(f"CREATE VIEW embeddings AS {embeddings}")
         con.execute(f"CREATE VIEW latents AS {latents}")
         con.execute(f"CREATE VIEW nearest AS {_nearest_sql(nearest)}")
+        con.execute(f"CREATE VIEW stats AS {_stats_sql(per_iteration)}")
         con.execute(
             "CREATE MACRO angle(a, b) AS acos(least(1.0, greatest(-1.0, "
             "list_cosine_similarity(a::FLOAT[], b::FLOAT[]))))"

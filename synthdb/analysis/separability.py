@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -115,6 +116,40 @@ class Separability:
             median = float(np.median(self.spread.mean_rad))
             out["intra-class spread (median mean angle to centroid)"] = f"{median:.4f} rad"
         return out
+
+
+    def as_json(self) -> dict[str, Any]:
+        """The numbers as numbers, for ``stats separability --json``: every angle in radians (keys end in
+        ``_rad``), rates as fractions in [0, 1], None where there is no value; the keys are the same for
+        every dataset (operating points keyed by their target, e.g. ``"0.01"``)."""
+        spread = self.spread.mean_rad
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "unit": self.unit,
+            "samples": self.samples,
+            "identities": self.identities,
+            "inter_pairs": self.inter_pairs,
+            "intra_pairs": self.intra_pairs,
+            "ict_rad": self.ict_rad,
+            "min_inter_rad": self.min_inter_rad,
+            "closest_pair_sample_ids": None if self.closest_pair is None else list(self.closest_pair),
+            "mean_inter_rad": self.mean_inter_rad,
+            "mean_intra_rad": self.mean_intra_rad,
+            "mean_error_bound_rad": self.mean_bound_rad,
+            "below_ict": self.below_ict,
+            "below_ict_fraction": self.below_ict_fraction,
+            "ict_edge_pairs": self.ict_edge_pairs,
+            "eer": _operating_json(self.eer),
+            "fmr_at_fnmr": {f"{t:g}": _operating_json(p) for t, p in self.fmr_at_fnmr.items()},
+            "fnmr_at_fmr": {f"{t:g}": _operating_json(p) for t, p in self.fnmr_at_fmr.items()},
+            "spread_median_mean_rad": float(np.median(spread)) if len(spread) else None,
+            "notes": list(self.notes),
+        }
+
+
+def _operating_json(point: Operating | None) -> dict[str, float] | None:
+    return None if point is None else asdict(point)
 
 
 def _operating_text(point: Operating | None) -> str:

@@ -41,7 +41,7 @@ import duckdb
 
 from synthdb.errors import SynthdbError
 
-QUERY_VIEWS = frozenset({"embeddings", "latents", "nearest"})
+QUERY_VIEWS = frozenset({"embeddings", "latents", "nearest", "stats"})
 QUERY_MACROS = frozenset({"angle"})
 
 # Functions that read the engine's settings, variables or logs, wait, plan SQL given as text (binding

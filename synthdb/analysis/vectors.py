@@ -84,6 +84,22 @@ def spaces(ctx: Context, dataset_id: int, content: str) -> list[str]:
     return shards.committed_spaces(ctx.catalog, dataset_id, content)
 
 
+def shared_model(ctx: Context, names: list[str], model: str | None) -> str:
+    """``model``, else the one embedder whose embeddings every dataset of ``names`` has committed."""
+    if model is not None:
+        return model
+    found = [set(spaces(ctx, lookup_dataset_id(ctx.catalog, name), ShardContent.EMBEDDING)) for name in names]
+    common = sorted(set.intersection(*found))
+    if len(common) == 1:
+        return common[0]
+    which = " and ".join(f"'{name}'" for name in dict.fromkeys(names))
+    if not common:
+        raise SynthdbError(
+            f"{which}: no committed embeddings of one model in common; embed with `synthdb embed DATASET`"
+        )
+    raise SynthdbError(f"{which} have embeddings of {', '.join(common)}: name the embedder with --model")
+
+
 def _read_shard(
     ref: ShardRef, column: str, out: np.ndarray, sample_ids: np.ndarray, identity_ids: np.ndarray
 ):

@@ -1,18 +1,39 @@
-"""Dataset rows: create them, find them by name, and the few fields that change after creation."""
+"""Dataset rows: create them, find them by name, list, describe, rename and delete them, and the few
+fields that change after creation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from synthdb.catalog import shards
+from synthdb.catalog import indexes, shards
 from synthdb.catalog.engine import Catalog
-from synthdb.catalog.schema import Dataset, DatasetKind, Run, Sample, ShardContent, member
+from synthdb.catalog.schema import (
+    Dataset,
+    DatasetKind,
+    Identity,
+    Protocol,
+    Run,
+    Sample,
+    SampleIssue,
+    Shard,
+    ShardContent,
+    ShardState,
+    member,
+)
 from synthdb.errors import SynthdbError
 
 _dataset, _run, _sample = Dataset.__table__, Run.__table__, Sample.__table__
+_identity, _issue, _protocol, _shard = (
+    Identity.__table__,
+    SampleIssue.__table__,
+    Protocol.__table__,
+    Shard.__table__,
+)
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -166,3 +187,126 @@ def output_dataset(
             if not shared:
                 raise
     raise SynthdbError(f"dataset '{name}' could not be created: re-run the command")
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """One line of ``synthdb datasets list``."""
+
+    name: str
+    kind: str
+    source: str
+    samples: int
+    identities: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ShardGroup:
+    """A dataset's committed shards of one content and space: how many, their rows and bytes."""
+
+    content: str
+    space: str | None
+    shards: int
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class DatasetContents:
+    """What a dataset holds, counted (``synthdb datasets show``, and what a delete removes)."""
+
+    samples: int
+    identities: int
+    roles: dict[str, int]
+    issues: int
+    protocols: int
+    shard_groups: list[ShardGroup]
+    indexes: int
+
+
+def _count(conn: sa.Connection, table: sa.Table, dataset_id: int) -> int:
+    return conn.execute(
+        sa.select(sa.func.count()).select_from(table).where(table.c.dataset_id == dataset_id)
+    ).scalar_one()
+
+
+def list_datasets(catalog: Catalog) -> list[DatasetListing]:
+    """Every dataset with its sample and identity counts, by name."""
+    samples = sa.select(sa.func.count()).where(_sample.c.dataset_id == _dataset.c.id).scalar_subquery()
+    identities = sa.select(sa.func.count()).where(_identity.c.dataset_id == _dataset.c.id).scalar_subquery()
+    statement = sa.select(
+        _dataset.c.name, _dataset.c.kind, _dataset.c.source, samples, identities, _dataset.c.created_at
+    ).order_by(_dataset.c.name)
+    with catalog.engine.connect() as conn:
+        return [DatasetListing(*row) for row in conn.execute(statement)]
+
+
+def contents(catalog: Catalog, dataset_id: int) -> DatasetContents:
+    """Counts of a dataset's rows: samples (by role), identities, issues, protocols, committed shards by
+    content and space, and the indexes that cover it."""
+    with catalog.engine.connect() as conn:
+        roles = conn.execute(
+            sa.select(_sample.c.role, sa.func.count())
+            .where(_sample.c.dataset_id == dataset_id)
+            .group_by(_sample.c.role)
+            .order_by(_sample.c.role)
+        ).all()
+        issues = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(_issue.join(_sample, _sample.c.id == _issue.c.sample_id))
+            .where(_sample.c.dataset_id == dataset_id)
+        ).scalar_one()
+        groups = conn.execute(
+            sa.select(
+                _shard.c.content,
+                _shard.c.space,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(_shard.c.rows), 0),
+                sa.func.coalesce(sa.func.sum(_shard.c.bytes), 0),
+            )
+            .where(_shard.c.dataset_id == dataset_id, _shard.c.state == ShardState.COMMITTED)
+            .group_by(_shard.c.content, _shard.c.space)
+            .order_by(_shard.c.content, _shard.c.space)
+        ).all()
+        return DatasetContents(
+            samples=sum(count for _, count in roles),
+            identities=_count(conn, _identity, dataset_id),
+            roles={role: count for role, count in roles},
+            issues=issues,
+            protocols=_count(conn, _protocol, dataset_id),
+            shard_groups=[ShardGroup(c, s, n, int(r), int(b)) for c, s, n, r, b in groups],
+            indexes=len(indexes.covering(conn, dataset_id)),
+        )
+
+
+def check_name(name: str) -> None:
+    """Refuse a dataset name nobody could type or read back: empty, too long, or with control characters."""
+    if not name.strip() or len(name) > MAX_NAME or any(not ch.isprintable() for ch in name):
+        raise SynthdbError(
+            f"{name!r} is not a usable dataset name: give 1 to {MAX_NAME} printable characters"
+        )
+
+
+def rename(catalog: Catalog, dataset_id: int, new_name: str) -> None:
+    """Give a dataset another name; a taken name is an error, also when another process takes it meanwhile."""
+    check_name(new_name)
+    taken = SynthdbError(f"a dataset named '{new_name}' exists already: choose another name")
+    try:
+        with catalog.begin() as conn:
+            if conn.execute(sa.select(_dataset.c.id).where(_dataset.c.name == new_name)).first() is not None:
+                raise taken
+            conn.execute(sa.update(_dataset).where(_dataset.c.id == dataset_id).values(name=new_name))
+    except sa.exc.IntegrityError as exc:  # PostgreSQL: another transaction took the name since our check
+        if getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION:
+            raise
+        raise taken from None
+
+
+def delete(catalog: Catalog, dataset_id: int) -> None:
+    """Delete a dataset and, in the same transaction, every row that belongs to it (identities, samples,
+    issues, protocols and their pairs, shard rows: the foreign keys cascade) and the indexes that cover it.
+    Their files are left to ``synthdb gc``, which removes files no row references."""
+    with catalog.begin() as conn:
+        indexes.delete_in(conn, indexes.covering(conn, dataset_id))
+        conn.execute(sa.delete(_dataset).where(_dataset.c.id == dataset_id))

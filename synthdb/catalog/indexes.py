@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from synthdb.catalog.engine import Catalog
 from synthdb.catalog.schema import VectorIndex
@@ -69,3 +70,16 @@ def paths(catalog: Catalog) -> list[str]:
     """The files of every index (store-relative): fsck checks they exist and that no other file does."""
     with catalog.engine.connect() as conn:
         return list(conn.execute(sa.select(_index.c.path)).scalars())
+
+
+def covering(conn: Connection, dataset_id: int) -> list[int]:
+    """Ids of the indexes whose vectors include a dataset's (inside the caller's transaction): deleting the
+    dataset deletes them, since their vectors would point at samples that are gone."""
+    rows = conn.execute(sa.select(_index.c.id, _index.c.dataset_ids)).all()
+    return [row.id for row in rows if dataset_id in (row.dataset_ids or [])]
+
+
+def delete_in(conn: Connection, index_ids: list[int]) -> None:
+    """Delete index rows inside the caller's transaction (their files become orphans ``gc`` removes)."""
+    if index_ids:
+        conn.execute(sa.delete(_index).where(_index.c.id.in_(index_ids)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -54,6 +54,14 @@ def flagged_samples(catalog: Catalog, dataset_id: int, space: str) -> set[int]:
         )
 
 
+def of_sample(catalog: Catalog, sample_id: int) -> list[Issue]:
+    """Every issue recorded for one sample, oldest first (``synthdb show``)."""
+    columns = (_issue.c.sample_id, _issue.c.kind, _issue.c.detail, _issue.c.space, _issue.c.run_id)
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(sa.select(*columns).where(_issue.c.sample_id == sample_id).order_by(_issue.c.id))
+        return [Issue(*row) for row in rows]
+
+
 def details_by_key(catalog: Catalog, dataset_id: int) -> list[tuple[str, dict[str, Any]]]:
     """(sample key, issue detail) of every issue of a dataset's samples (a projection names itself there)."""
     with catalog.engine.connect() as conn:
@@ -63,3 +71,61 @@ def details_by_key(catalog: Catalog, dataset_id: int) -> list[tuple[str, dict[st
             .where(_sample.c.dataset_id == dataset_id)
         ).all()
     return [(key, detail or {}) for key, detail in rows]
+
+
+def counts(catalog: Catalog, dataset_id: int, space: str) -> dict[str, int]:
+    """Issues of a dataset's samples in ``space``, by kind: the whole dataset's, whichever run met them (a
+    resumed embed reports them all, not only the ones of its own run)."""
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(_issue.c.kind, sa.func.count())
+            .join(_sample, _sample.c.id == _issue.c.sample_id)
+            .where(_sample.c.dataset_id == dataset_id, _issue.c.space == space)
+            .group_by(_issue.c.kind)
+            .order_by(_issue.c.kind)
+        ).all()
+    return {kind: count for kind, count in rows}
+
+
+def delete_space(conn: Connection, dataset_id: int, space: str) -> int:
+    """Delete, inside the caller's transaction, the issues of a dataset's samples in ``space`` (a re-embed
+    with ``--replace`` starts over); return how many went."""
+    samples_of = sa.select(_sample.c.id).where(_sample.c.dataset_id == dataset_id)
+    result = conn.execute(
+        sa.delete(_issue).where(_issue.c.space == space, _issue.c.sample_id.in_(samples_of))
+    )
+    return result.rowcount
+
+
+class IssueCount(NamedTuple):
+    """How many samples of a dataset met one kind of issue in one space (the report's issue table)."""
+
+    space: str | None
+    kind: str
+    samples: int
+
+
+def counts_by_space(catalog: Catalog, dataset_id: int) -> list[IssueCount]:
+    """Issues of a dataset's samples by space and kind, every space at once (the report lists them all)."""
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(_issue.c.space, _issue.c.kind, sa.func.count())
+            .join(_sample, _sample.c.id == _issue.c.sample_id)
+            .where(_sample.c.dataset_id == dataset_id)
+            .group_by(_issue.c.space, _issue.c.kind)
+            .order_by(_issue.c.space, _issue.c.kind)
+        ).all()
+    return [IssueCount(*row) for row in rows]
+
+
+def examples(catalog: Catalog, dataset_id: int, limit: int) -> list[tuple[str, str, str | None]]:
+    """(sample key, kind, space) of a dataset's first ``limit`` issues, oldest first."""
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(_sample.c.key, _issue.c.kind, _issue.c.space)
+            .join(_sample, _sample.c.id == _issue.c.sample_id)
+            .where(_sample.c.dataset_id == dataset_id)
+            .order_by(_issue.c.id)
+            .limit(limit)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]

@@ -2,12 +2,15 @@
 
 One lifecycle for every run, :func:`recorded_run`: it opens a run row (or reopens the one a resumed run
 continues), yields its id, and closes it as succeeded, failed (with the error) or interrupted (Ctrl-C)
-however the block ends. Rows come back as :class:`RunRow` values.
+however the block ends. An interrupted run raises :class:`RunInterrupted`, which names the run and the
+command that continues it (:func:`continue_hint`), so Ctrl-C never ends in a bare "Aborted!".
+Rows come back as :class:`RunRow` values.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +23,22 @@ import sqlalchemy as sa
 from synthdb import __version__
 from synthdb.catalog.engine import Catalog
 from synthdb.catalog.lookup import rows_in
-from synthdb.catalog.schema import Run, RunStatus
+from synthdb.catalog.schema import (
+    Dataset,
+    Run,
+    RunKind,
+    RunStatus,
+    Sample,
+    SampleIssue,
+    Shard,
+    ShardState,
+)
 from synthdb.errors import SynthdbError
 
-_run = Run.__table__
+_run, _shard, _issue, _sample = Run.__table__, Shard.__table__, SampleIssue.__table__, Sample.__table__
+_dataset = Dataset.__table__
+RESUMABLE = (RunKind.REFERENCES, RunKind.VARIATIONS, RunKind.PROJECT)
+"""Kinds that ``synthdb runs resume ID`` continues; the others continue by running their command again."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,37 @@ def finish_run(catalog: Catalog, run_id: int, status: RunStatus, error: str | No
         conn.execute(sa.update(_run).where(_run.c.id == run_id).values(**values))
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`recorded_run`: the run is closed as interrupted; ``hint`` says how to continue."""
+
+    def __init__(self, run_id: int, kind: str, hint: str) -> None:
+        super().__init__(f"run {run_id} ({kind}) stopped and is recorded as interrupted; {hint}")
+        self.run_id, self.kind, self.hint = run_id, kind, hint
+
+
+def continue_hint(run: RunRow) -> str:
+    """How to continue an unfinished run: ``synthdb runs resume ID`` for generation and projection runs,
+    the run's own command for imports, embeds and image rendering (each continues where the last stopped),
+    else its command again."""
+    if run.kind in RESUMABLE:
+        return f"continue it with `synthdb runs resume {run.id}`"
+    p = run.params
+    if run.kind == RunKind.EMBED:
+        dataset, model, detector = (shlex.quote(str(p.get(k))) for k in ("dataset", "model", "detector"))
+        command = f"synthdb embed {dataset} --model {model} --detector {detector}"
+    elif run.kind == RunKind.IMPORT:
+        where = shlex.quote(str(p.get("file") or p.get("root")))
+        if run.algorithm == "csv":  # the manifest's name is not recorded, its folder is
+            where = f"{where}/MANIFEST.csv"
+        update = " --update" if p.get("update") else ""
+        command = f"synthdb import {run.algorithm} {where} --name {shlex.quote(str(p.get('name')))}{update}"
+    elif run.kind == RunKind.IMAGES:
+        command = f"synthdb generate images {shlex.quote(str(p.get('dataset')))}"
+    else:
+        return f"run its command again (`synthdb runs show {run.id}` shows its parameters)"
+    return f"continue it with `{command}` (it does what run {run.id} left undone)"
+
+
 @contextmanager
 def recorded_run(
     catalog: Catalog,
@@ -163,7 +209,8 @@ def recorded_run(
         yield run_id
     except KeyboardInterrupt:
         finish_run(catalog, run_id, RunStatus.INTERRUPTED, "interrupted by the user")
-        raise
+        run = get_run(catalog, run_id)
+        raise RunInterrupted(run_id, run.kind, continue_hint(run)) from None
     except BaseException as exc:
         finish_run(catalog, run_id, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
@@ -199,3 +246,51 @@ def still_running(catalog: Catalog, run_ids: list[int]) -> list[int]:
     with catalog.engine.connect() as conn:
         found = rows_in(conn, [_run.c.id], _run.c.id, run_ids, _run.c.status == RunStatus.RUNNING)
     return sorted(run_id for (run_id,) in found)
+
+
+def space_writers(catalog: Catalog, dataset_id: int, content: str, space: str) -> list[RunRow]:
+    """The runs whose committed ``content`` shards in ``space``, or sample issues in ``space``, a dataset
+    holds, oldest first (which detector made a dataset's embeddings, say)."""
+    by_shard = sa.select(_shard.c.run_id).where(
+        _shard.c.dataset_id == dataset_id,
+        _shard.c.content == content,
+        _shard.c.space == space,
+        _shard.c.state == ShardState.COMMITTED,
+    )
+    by_issue = (
+        sa.select(_issue.c.run_id)
+        .join(_sample, _sample.c.id == _issue.c.sample_id)
+        .where(_sample.c.dataset_id == dataset_id, _issue.c.space == space)
+    )
+    statement = (
+        sa.select(*_COLUMNS).where(_run.c.id.in_(sa.union(by_shard, by_issue))).order_by(_run.c.id)
+    )
+    with catalog.engine.connect() as conn:
+        return [_row(found) for found in conn.execute(statement)]
+
+
+def dataset_writers(catalog: Catalog, dataset_id: int) -> list[RunRow]:
+    """The runs that wrote into a dataset, oldest first: the one that created it and those with samples or
+    shards in it (what a rename or delete must not pull out from under, what a re-run may resume)."""
+    created = sa.select(_dataset.c.created_by_run_id).where(_dataset.c.id == dataset_id)
+    by_shard = sa.select(_shard.c.run_id).where(_shard.c.dataset_id == dataset_id)
+    by_sample = sa.select(_sample.c.run_id).where(_sample.c.dataset_id == dataset_id).distinct()
+    statement = (
+        sa.select(*_COLUMNS)
+        .where(_run.c.id.in_(sa.union(created, by_shard, by_sample)))
+        .order_by(_run.c.id)
+    )
+    with catalog.engine.connect() as conn:
+        return [_row(found) for found in conn.execute(statement)]
+
+
+def running(catalog: Catalog) -> list[RunRow]:
+    """Runs whose row says ``running`` (alive, or killed before they could close it), oldest first."""
+    statement = sa.select(*_COLUMNS).where(_run.c.status == RunStatus.RUNNING).order_by(_run.c.id)
+    with catalog.engine.connect() as conn:
+        return [_row(found) for found in conn.execute(statement)]
+
+
+def is_live(run: RunRow) -> bool:
+    """Whether a run may still be writing: ``running`` and its process not known to be gone."""
+    return run.status == RunStatus.RUNNING and process_alive(run.host, run.pid)

@@ -381,4 +381,23 @@ class IdReservation(Base):
     next_id: Mapped[int] = mapped_column(BigInteger)
 
 
+class StoreRecord(Base):
+    """The store that holds this catalog's shard files: its marker id and where it was first set up.
+
+    A catalog's rows name shard paths relative to one store; a workspace that opened the catalog with
+    another folder would find no file (every query: "a shard is unreadable"). ``synthdb init`` records the
+    store of the first workspace here and makes every later workspace of the catalog use (and prove, by
+    the marker id of :mod:`synthdb.store.layout`) the same one; opening a workspace checks it. One row at
+    most: ``slot`` is always 1.
+    """
+
+    __tablename__ = "store"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_id: Mapped[str] = mapped_column(String(32), unique=True)
+    location: Mapped[str] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.current_timestamp())
+
+
 TABLES = [t.name for t in Base.metadata.sorted_tables]

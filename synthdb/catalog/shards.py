@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from synthdb.catalog import issues
 from synthdb.catalog.engine import Catalog
 from synthdb.catalog.lookup import CHUNK
 from synthdb.catalog.schema import Dataset, Shard, ShardState
@@ -80,9 +81,11 @@ def committed(
     contents: Sequence[str] = (),
     space: str | None = None,
     run_id: int | None = None,
+    limit: int | None = None,
 ) -> list[ShardRow]:
-    """The committed shards matching every filter given (``contents``: any of them), oldest first."""
-    statement = _select().where(_shard.c.state == ShardState.COMMITTED).order_by(_shard.c.id)
+    """The committed shards matching every filter given (``contents``: any of them), oldest first (the
+    first ``limit`` of them when given)."""
+    statement = _select().where(_shard.c.state == ShardState.COMMITTED).order_by(_shard.c.id).limit(limit)
     if dataset_id is not None:
         statement = statement.where(_shard.c.dataset_id == dataset_id)
     if contents:
@@ -139,6 +142,25 @@ def delete(catalog: Catalog, shard_ids: Sequence[int]) -> None:
     with catalog.begin() as conn:
         for start in range(0, len(shard_ids), CHUNK):
             conn.execute(sa.delete(_shard).where(_shard.c.id.in_(list(shard_ids[start : start + CHUNK]))))
+
+
+def retire_space(catalog: Catalog, dataset_id: int, content: str, space: str) -> int:
+    """Retire a dataset's committed shards of one content and space, and drop its sample issues in that
+    space, in one transaction (``synthdb embed --replace``: the next run starts over, ``gc`` removes the
+    files); return how many shards were retired."""
+    with catalog.begin() as conn:
+        retired_count = conn.execute(
+            sa.update(_shard)
+            .where(
+                _shard.c.dataset_id == dataset_id,
+                _shard.c.content == content,
+                _shard.c.space == space,
+                _shard.c.state == ShardState.COMMITTED,
+            )
+            .values(state=ShardState.RETIRED)
+        ).rowcount
+        issues.delete_space(conn, dataset_id, space)
+    return retired_count
 
 
 def result_version(row: ShardRow) -> int:

@@ -18,10 +18,10 @@ from synthdb.catalog.schema import DatasetKind, RunKind, RunStatus
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.export import bob, imagefolder, pairs_bin, recordio, synthetics_h5, webdataset
-from synthdb.export.folder import MANIFEST_NAME, ExportState
+from synthdb.export.folder import MANIFEST_NAME, SPILL_NAME, ExportState
 from synthdb.export.image_source import ImageSource
 from synthdb.export.job import ExportOptions, FormatSpec, Job, write_manifest
-from synthdb.export.selection import DatasetInfo, load_dataset, select
+from synthdb.export.selection import DatasetInfo, Selection, load_dataset, matching_ids, select
 from synthdb.faces.align import PRESETS
 from synthdb.progress import progress_bar
 
@@ -75,14 +75,41 @@ def _check(spec: FormatSpec, options: ExportOptions) -> None:
         raise SynthdbError(f"--pairs is for --format pairs-bin, not {spec.name}: drop it")
     if spec.name not in ("bob", "pairs-bin") and options.protocol:
         raise SynthdbError(f"--protocol is for bob and pairs-bin, not {spec.name}: select with --where")
-    if spec.name != "pairs-bin" and options.group:
-        raise SynthdbError("--group picks the pairs of a protocol for pairs-bin: drop it")
+    if spec.name not in ("bob", "pairs-bin") and options.group:
+        raise SynthdbError("--group picks a protocol's group for bob and pairs-bin: drop it")
     if options.source is not None and options.crop is None:
         raise SynthdbError("--from says how to crop: pass --crop PRESET with it, or drop it")
     if options.workers is not None and options.workers < 1:
         raise SynthdbError(f"--workers {options.workers}: pass 1 or more threads")
     if spec.name != "synthetics-h5" and options.embedding_model:
-        raise SynthdbError("--embedding-model is for --format synthetics-h5: drop it")
+        raise SynthdbError("--embeddings is for --format synthetics-h5: drop it")
+
+
+def _resize_notes(spec: FormatSpec, options: ExportOptions, dataset: DatasetInfo) -> list[str]:
+    """Refuse to squash photos into a record format's fixed size unasked; say what a resize does.
+
+    insightface's readers expect aligned 112x112 faces: resizing a whole photo gives neither, and a
+    non-square one comes out stretched, so photos need ``--crop`` or an explicit ``--size``.
+    """
+    if spec.encoding is None or options.crop is not None:
+        return []
+    photos = dataset.kind == DatasetKind.GENUINE
+    if options.size is None and spec.default_size is not None:
+        size = spec.default_size
+        if photos:
+            raise SynthdbError(
+                f"--format {spec.name} writes {size}x{size} images and '{dataset.name}' holds photos: pass "
+                f"--crop arcface to align each face as insightface expects, or --size {size} to resize "
+                "the photos as they are"
+            )
+        return [
+            f"images resized to {size}x{size} from the generator's framing, not aligned: pass --crop arcface "
+            "(with --from PRESET) to align them as insightface expects"
+        ]
+    if options.size is not None and photos:
+        return [f"photos resized to {options.size}x{options.size} as they are, not aligned (a non-square one "
+                "is stretched): pass --crop to align the faces"]  # fmt: skip
+    return []
 
 
 def _source_preset(dataset: DatasetInfo, options: ExportOptions) -> str | None:
@@ -167,6 +194,7 @@ def export(
     )
     _check(spec, options)
     info = load_dataset(ctx, dataset)
+    notes = _resize_notes(spec, options, info)
     options = replace(options, size=size or spec.default_size, source=_source_preset(info, options))
     images = None
     if spec.encoding is not None:
@@ -183,46 +211,69 @@ def export(
             size=options.size,
             quality=options.quality,
         )
-    selection = select(ctx, info, options.where, spec.needs_identity, spec.needs_image)
-    if not selection.samples:
-        excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in selection.excluded.items())
-        raise SynthdbError(
-            f"no sample of '{info.name}' to export{f' ({excluded})' if excluded else ''}: "
-            "check --where and the format's needs (identity, image)"
-        )
+    keep = matching_ids(ctx, info.id, options.where) if options.where else None  # before any folder exists
     out = Path(out).expanduser().resolve()
     params = {"dataset": info.name, "format": spec.name, **options.params()}
-    state = ExportState.open(out, params, selection.fingerprint())
+    state = ExportState.open(out, params)
+    selection: Selection | None = None
     try:
+        selection = select(ctx, info, keep, spec.needs_identity, spec.needs_image, out / SPILL_NAME)
+        _check_selection(selection)
+        state.check_selection(selection.fingerprint)
         if state.complete:
             manifest = json.loads((out / MANIFEST_NAME).read_text())
-            return ExportReport(
-                info.name,
-                spec.name,
-                out,
-                None,
-                manifest,
-                note=f"{out} holds this export already, complete: nothing to do",
-            )
+            note = f"{out} holds this export already, complete: nothing to do"
+            return ExportReport(info.name, spec.name, out, None, manifest, note=note)
         state.save()
-        seed_used = seed if spec.name == "pairs-bin" and protocol is None else None
-        recorded = {**params, "out": str(out)}
-        with recorded_run(
-            ctx.catalog, RunKind.EXPORT, algorithm=spec.name, params=recorded, seed=seed_used
-        ) as run_id:
-            _close_interrupted(ctx, state.data["runs"], run_id)
-            state.data["runs"].append(run_id)
-            state.save()
-            total = len(selection.samples) if spec.name in STREAMING else None
-            with progress_bar(total, f"exporting {info.name} as {spec.name}", quiet) as advance:
-                job = Job(ctx, run_id, spec, selection, out, options, state, images, advance)
-                output = spec.write(job)
-            manifest = write_manifest(job, output)
-            state.data["complete"] = True
-            state.save()
-            summary = {key: manifest[key] for key in ("counts", "output")}
-            summary.update(out=str(out), skipped=manifest["skipped"][:20])
-            set_summary(ctx.catalog, run_id, summary)
+        run_id, manifest = _run(ctx, spec, selection, out, options, state, images, notes)
+    except BaseException:
+        if selection is not None:
+            selection.close()
+        state.discard()  # only a folder this call created and wrote nothing of its own into
+        raise
     finally:
         state.close()
     return ExportReport(info.name, spec.name, out, run_id, manifest)
+
+
+def _check_selection(selection: Selection) -> None:
+    if not selection.count:
+        excluded = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in selection.excluded.items())
+        raise SynthdbError(
+            f"no sample of '{selection.dataset.name}' to export{f' ({excluded})' if excluded else ''}: "
+            "check --where and the format's needs (identity, image)"
+        )
+
+
+def _run(
+    ctx: Context,
+    spec: FormatSpec,
+    selection: Selection,
+    out: Path,
+    options: ExportOptions,
+    state: ExportState,
+    images: ImageSource | None,
+    notes: list[str],
+) -> tuple[int, dict[str, Any]]:
+    """Record one export run around the format's writer and the manifest; return the run and manifest."""
+    params = state.data["params"]
+    seed_used = options.seed if spec.name == "pairs-bin" and options.protocol is None else None
+    with recorded_run(
+        ctx.catalog, RunKind.EXPORT, algorithm=spec.name, params={**params, "out": str(out)}, seed=seed_used
+    ) as run_id:
+        _close_interrupted(ctx, state.data["runs"], run_id)
+        state.data["runs"].append(run_id)
+        state.save()
+        total = selection.count if spec.name in STREAMING else None
+        title = f"exporting {selection.dataset.name} as {spec.name}"
+        with progress_bar(total, title, options.quiet) as advance:
+            job = Job(ctx, run_id, spec, selection, out, options, state, images, advance, notes=notes)
+            output = spec.write(job)
+        selection.close()
+        manifest = write_manifest(job, output)
+        state.data["complete"] = True
+        state.save()
+        summary = {key: manifest[key] for key in ("counts", "output", "notes")}
+        summary.update(out=str(out), skipped=manifest["skipped"][:20])
+        set_summary(ctx.catalog, run_id, summary)
+    return run_id, manifest

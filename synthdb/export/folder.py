@@ -2,15 +2,19 @@
 left off, and refuses to mix a different selection into the same folder), atomic writes, file names.
 
 The state file (``.synthdb-export.json``, replaced atomically) holds the parameters, a fingerprint of the
-selection and the format's committed progress; opening it locks the folder.
+selection and the format's committed progress; opening it locks the folder. Files that grow with the
+export (RecordIO's records, a shard, ``classes.csv``) are appended to at their committed lengths
+(:func:`open_at`), so a re-run cuts off what a killed run wrote after its last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +24,8 @@ from synthdb.store.layout import fsync_dir
 
 STATE_NAME = ".synthdb-export.json"
 MANIFEST_NAME = "manifest.json"
+SPILL_NAME = ".synthdb-selection"
+"""Scratch space of an export inside its folder: the sorted selection (removed when the export ends)."""
 
 
 def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
@@ -49,13 +55,19 @@ class ExportState:
     def __init__(self, out: Path, data: dict[str, Any], lock_fd: int) -> None:
         self.out = out
         self.data = data
+        self.created = False
         self._lock_fd = lock_fd
 
     @classmethod
-    def open(cls, out: Path, params: dict[str, Any], fingerprint: str) -> ExportState:
-        """Claim ``out`` for an export: create it, or resume the same export left in it."""
+    def open(cls, out: Path, params: dict[str, Any]) -> ExportState:
+        """Claim ``out`` for an export: create it, or resume the same export left in it.
+
+        The selection's fingerprint is checked afterwards (:meth:`check_selection`): the selection is
+        computed under this lock, in the folder's scratch space.
+        """
         if out.exists() and not out.is_dir():
             raise SynthdbError(f"{out} is a file: pass a folder for the export")
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out, os.O_RDONLY)
         try:
@@ -66,27 +78,23 @@ class ExportState:
                 f"another export is writing into {out}: wait for it or pick another folder"
             ) from None
         try:
-            state = cls._read(out, params, fingerprint)
+            state = cls._read(out, params)
         except BaseException:
             os.close(fd)
             raise
-        return cls(out, state, fd)
+        made = cls(out, state, fd)
+        made.created = created
+        return made
 
     @staticmethod
-    def _read(out: Path, params: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    def _read(out: Path, params: dict[str, Any]) -> dict[str, Any]:
         path = out / STATE_NAME
         if not path.exists():
-            if any(out.iterdir()):
+            if any(p.name != SPILL_NAME for p in out.iterdir()):
                 raise SynthdbError(
                     f"{out} is not empty and holds no synthdb export: pick an empty or new folder"
                 )
-            return {
-                "params": params,
-                "fingerprint": fingerprint,
-                "runs": [],
-                "progress": {},
-                "complete": False,
-            }
+            return {"params": params, "fingerprint": None, "runs": [], "progress": {}, "complete": False}
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -96,12 +104,24 @@ class ExportState:
                 f"{out} holds an export with other parameters ({state.get('params')}): "
                 "re-run with those, or pick another folder"
             )
-        if state.get("fingerprint") != fingerprint:
+        return state
+
+    def check_selection(self, fingerprint: str) -> None:
+        """Refuse to continue an export of another selection; a fresh folder takes this one's."""
+        known = self.data.get("fingerprint")
+        if known is not None and known != fingerprint:
             raise SynthdbError(
-                f"{out} holds an export of another selection (the dataset changed since): "
+                f"{self.out} holds an export of another selection (the dataset changed since): "
                 "remove the folder or pick another one"
             )
-        return state
+        self.data["fingerprint"] = fingerprint
+
+    def discard(self) -> None:
+        """Remove the folder this export created when it failed before writing anything of its own."""
+        if self.created and not (self.out / STATE_NAME).exists():
+            shutil.rmtree(self.out / SPILL_NAME, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.out.rmdir()
 
     @property
     def progress(self) -> dict[str, Any]:
@@ -126,18 +146,21 @@ def safe_name(text: str) -> str:
     return name or "_"
 
 
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name-1``, ``name-2``... whichever ``used`` does not hold yet, compared without case
+    (case-insensitive file systems fold case); the result is added to ``used`` (lower-cased)."""
+    candidate, n = name, 0
+    while candidate.lower() in used:
+        n += 1
+        candidate = f"{name}-{n}"
+    used.add(candidate.lower())
+    return candidate
+
+
 def unique_names(names: Iterable[str]) -> list[str]:
     """Make names unique in order by suffixing ``-1``, ``-2``... (deterministic, like the input order)."""
     used: set[str] = set()
-    out = []
-    for name in names:
-        candidate, n = name, 0
-        while candidate.lower() in used:  # case-insensitive file systems fold case
-            n += 1
-            candidate = f"{name}-{n}"
-        used.add(candidate.lower())
-        out.append(candidate)
-    return out
+    return [unique_name(name, used) for name in names]
 
 
 def open_at(path: Path, offset: int) -> BinaryIO:

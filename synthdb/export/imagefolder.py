@@ -5,17 +5,20 @@ prefix and extension, both made file-name safe (``/`` -> ``__``) and made unique
 (``-1``, ``-2``...), so the same selection always gives the same paths. Without ``--crop``/``--size``
 files are copied byte for byte; otherwise they are written as PNG (lossless). Each file appears by
 rename, and the state file commits how many samples are done every ``checkpoint_every``, so a re-run
-goes on from there.
+goes on from there. ``classes.csv`` maps class ids (identities with at least one image, in order) back
+to catalog identities.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from synthdb.export.folder import safe_name, unique_names, write_atomic
+from synthdb.export.folder import safe_name, unique_name, write_atomic
 from synthdb.export.image_source import Skip
-from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
+from synthdb.export.job import CLASSES_NAME, ClassTable, FormatSpec, Job, SkipLog
 from synthdb.export.selection import SampleRecord
 from synthdb.sources.listing import is_image_name
 
@@ -30,64 +33,87 @@ def stem(sample: SampleRecord) -> str:
     return safe_name(key)
 
 
-def tree_names(samples: list[SampleRecord]) -> list[str]:
-    """``<folder>/<stem>`` per sample: folders unique across identities, stems unique within a folder."""
-    identities = list(dict.fromkeys((s.identity_id, s.identity) for s in samples))
-    folders = dict(
-        zip(identities, unique_names(safe_name(label or "_") for _, label in identities), strict=True)
-    )
-    names = [""] * len(samples)
-    by_folder: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_folder.setdefault(folders[(s.identity_id, s.identity)], []).append(i)
-    for folder, members in by_folder.items():
-        for i, name in zip(members, unique_names(stem(samples[i]) for i in members), strict=True):
-            names[i] = f"{folder}/{name}"
-    return names
+class TreeNames:
+    """``<folder>/<stem>`` of each sample of a stream grouped by identity, in export order.
+
+    Folders are unique across identities and stems within a folder; only the folder names and the open
+    folder's stems are remembered, never one entry per sample of the whole export.
+    """
+
+    def __init__(self) -> None:
+        self._folders: set[str] = set()
+        self._identity: tuple[int | None, str | None] | None = None
+        self._folder = ""
+        self._stems: set[str] = set()
+
+    def __call__(self, sample: SampleRecord) -> str:
+        identity = (sample.identity_id, sample.identity)
+        if identity != self._identity:
+            self._identity = identity
+            self._folder = unique_name(safe_name(sample.identity or "_"), self._folders)
+            self._stems = set()
+        return f"{self._folder}/{unique_name(stem(sample), self._stems)}"
 
 
-def write_tree(job: Job, samples: list[SampleRecord], root: Path) -> dict[int, str]:
-    """Write the samples' images under ``root``; returns sample id -> path relative to ``root``.
+def write_tree(
+    job: Job, samples: Iterable[SampleRecord], total: int, root: Path, classes: ClassTable | None
+) -> int:
+    """Write the images of ``samples`` (the whole stream, from its start) under ``root``; return how many.
 
-    Resumes from ``job.state.progress['next']``; skipped samples are logged in ``job.skips`` and get no
-    path. Paths are known before encoding (:meth:`ImageSource.extension`), so none is kept in the state.
+    Resumes from ``job.state.progress['next']``: the names of the samples done before are recomputed (they
+    are known before encoding, :meth:`ImageSource.extension`), never stored. Skipped samples are logged in
+    ``job.skips`` and get no file; ``classes`` (when given) numbers the identities that got images.
     """
     assert job.images is not None
+    images = job.images
     progress = job.state.progress
     progress.setdefault("next", 0)
+    progress.setdefault("written", 0)
     job.skips = SkipLog.from_dict(progress.get("skips"))
-    names = [
-        name + job.images.extension(s.path or "")
-        for name, s in zip(tree_names(samples), samples, strict=True)
-    ]
-    processed = progress["next"]
+    names = TreeNames()
+    stream = iter(samples)
+    processed, written = progress["next"], progress["written"]
+    for sample in itertools.islice(stream, processed):
+        names(sample)
 
     def checkpoint() -> None:
-        progress.update(next=processed, skips=job.skips.to_dict())
+        if classes is not None:
+            classes.sync()
+            progress["classes"] = classes.to_dict()
+        progress.update(next=processed, written=written, skips=job.skips.to_dict())
         job.state.save()
-        job.report_progress(processed, len(samples))
+        job.report_progress(processed, total)
 
     job.advance(processed)
-    for sample, result in job.encoded(samples[processed:]):
+    named = ((s, names(s) + images.extension(s.path or "")) for s in stream)
+    for (sample, name), result in job.encoded(named, lambda item: item[0].path):
         if isinstance(result, Skip):
             job.skips.add(sample, result)
+            if classes is not None:
+                classes.see(sample)
         else:
-            path = root / names[processed]
+            path = root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, result.data, fsync=False)
+            written += 1
+            if classes is not None:
+                classes.image(sample)
         processed += 1
         job.advance(1)
         if processed % job.options.checkpoint_every == 0:
             checkpoint()
     checkpoint()
-    skipped = set(job.skips.ids)
-    return {s.id: name for s, name in zip(samples, names, strict=True) if s.id not in skipped}
+    return written
 
 
 def write(job: Job) -> dict[str, Any]:
-    paths = write_tree(job, job.selection.samples, job.out)
-    write_classes_csv(job, job.out / "classes.csv")
-    return {"images": len(paths), "classes": len(job.selection.classes)}
+    classes = ClassTable(job.out / CLASSES_NAME, job.state.progress.get("classes"))
+    try:
+        images = write_tree(job, job.selection.samples(), job.selection.count, job.out, classes)
+        classes.finish()
+    finally:
+        classes.close()
+    return {"images": images, "classes": classes.written, "identities_without_images": classes.empty}
 
 
 FORMAT = FormatSpec("imagefolder", write, needs_identity=True, needs_image=True, encoding="keep")

@@ -9,21 +9,34 @@ data and the export runs, the synthdb version and the parameters.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from synthdb import __version__
 from synthdb.catalog.runs import set_progress
 from synthdb.context import Context
-from synthdb.export.folder import MANIFEST_NAME, STATE_NAME, ExportState, json_bytes, write_atomic
+from synthdb.export.folder import (
+    MANIFEST_NAME,
+    SPILL_NAME,
+    STATE_NAME,
+    ExportState,
+    json_bytes,
+    open_at,
+    sync,
+    write_atomic,
+)
 from synthdb.export.selection import SampleRecord, Selection
 from synthdb.files import file_digest
+from synthdb.params import check_fields, count, non_negative, param
 
 if TYPE_CHECKING:
     from synthdb.export.image_source import Encoded, ImageSource, Skip
@@ -40,23 +53,53 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """Every parameter of an export. ``params()`` holds those that shape the output bytes."""
+    """Every parameter of an export. ``params()`` holds those that shape the output bytes. The field specs
+    are also the options of ``synthdb export`` (:mod:`synthdb.params`)."""
 
-    where: str | None = None
-    crop: str | None = None
-    source: str | None = None
-    size: int | None = None
-    quality: int = 95
-    protocol: str | None = None
-    group: str | None = None
-    pairs: int | None = None
-    seed: int = 0
-    embedding_model: str | None = None
-    shard_max_count: int = 100_000
-    shard_max_bytes: int = 1_000_000_000
-    workers: int | None = None
-    checkpoint_every: int = 1_000
-    quiet: bool = False
+    where: str | None = param(
+        None, help="Read-only SQL predicate over sample s and identity i, e.g. \"s.role = 'reference'\"."
+    )
+    crop: str | None = param(None, help="Align into this preset (arcface, iresnet_bob, ffhq, dlib150, ...).")
+    source: str | None = param(
+        None,
+        flags=("--from",),
+        help="Geometry of the images for --crop: mtcnn/dlib (photos) or the generator's preset (ffhq256, "
+        "...) [default: the dataset's, else mtcnn].",
+    )
+    size: int | None = param(
+        None,
+        low=8,
+        high=4096,
+        metavar="PIXELS",
+        help="Output side in pixels [default: 112 for recordio and pairs-bin, else the image's own].",
+    )
+    quality: int = param(95, low=1, high=100, help="JPEG quality.")
+    protocol: str | None = param(None, help="Catalog protocol (bob; pairs-bin: take its pairs).")
+    group: str | None = param(
+        None, help="Protocol group: pairs-bin takes its pairs, bob exports it as its dev group."
+    )
+    pairs: int | None = param(
+        None, low=2, metavar="N", help="pairs-bin: sample this many pairs, half genuine [default: 6000]."
+    )
+    seed: int = non_negative(0, help="Seed of sampled pairs.")
+    embedding_model: str | None = param(
+        None,
+        flags=("--embeddings",),
+        hidden=("--embedding-model",),
+        metavar="MODEL",
+        help="synthetics-h5: the embedding space to write, or none [default: the 512-d one, the only width "
+        "the reference's loader reads].",
+    )
+    shard_max_count: int = count(100_000, help="webdataset: samples per shard at most.")
+    shard_max_bytes: int = count(
+        1_000_000_000, flags=("--shard-max-size",), help="webdataset: bytes per shard at most."
+    )
+    workers: int | None = count(None, help="Image threads [default: CPU count, at most 8].")
+    checkpoint_every: int = count(1_000, cli=False, help="Samples between checkpoints of a resumable export.")
+    quiet: bool = param(False, cli=False, help="No progress bar.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)  # the ranges the CLI's parser applies, for the API too
 
     def params(self) -> dict[str, Any]:
         """The parameters recorded in the run, the state file and the manifest (not worker counts)."""
@@ -90,29 +133,24 @@ class FormatSpec:
 
 @dataclass
 class SkipLog:
-    """Samples an export could not write (unreadable file, no face), counted by kind, never silently.
-
-    ``ids`` holds every skipped sample id (formats that index ranges per class need them all); the
-    first LISTED_SKIPS are listed with their reasons.
-    """
+    """Samples an export could not write (unreadable file, no face), counted by kind, never silently;
+    the first LISTED_SKIPS are listed with their reasons (the list stays bounded however many fail)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     listed: list[dict[str, Any]] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
 
     def add(self, sample: SampleRecord, skip: Skip) -> None:
         self.counts[skip.kind] = self.counts.get(skip.kind, 0) + 1
-        self.ids.append(sample.id)
         if len(self.listed) < LISTED_SKIPS:
             self.listed.append({"sample_id": sample.id, "key": sample.key, "reason": skip.detail})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counts": self.counts, "listed": self.listed, "ids": self.ids}
+        return {"counts": self.counts, "listed": self.listed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SkipLog:
         data = data or {}
-        return cls(dict(data.get("counts", {})), list(data.get("listed", [])), list(data.get("ids", [])))
+        return cls(dict(data.get("counts", {})), list(data.get("listed", [])))
 
     @property
     def total(self) -> int:
@@ -124,7 +162,10 @@ class SkipLog:
 
 @dataclass
 class Job:
-    """One export in progress: what a format writer gets."""
+    """One export in progress: what a format writer gets.
+
+    ``notes`` are said to the user and kept in the manifest (what was left out or changed, and why).
+    """
 
     ctx: Context
     run_id: int
@@ -137,6 +178,7 @@ class Job:
     advance: Callable[[int], None]
     skips: SkipLog = field(default_factory=SkipLog)
     extra_source_runs: set[int] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
     _last_progress: float = 0.0
 
     def report_progress(self, done: int, total: int) -> None:
@@ -146,12 +188,15 @@ class Job:
             self._last_progress = now
             set_progress(self.ctx.catalog, self.run_id, done / total if total else 1.0)
 
-    def encoded(self, samples: list[SampleRecord]) -> Iterator[tuple[SampleRecord, Encoded | Skip]]:
-        """(sample, encoded image or skip) for each sample, in order, encoded on worker threads."""
+    def encoded(
+        self, items: Iterable[T], path: Callable[[T], str | None] = attrgetter("path")
+    ) -> Iterator[tuple[T, Encoded | Skip]]:
+        """(item, encoded image or skip) for each item (a sample, or a sample with what the format needs of
+        it; ``path`` gives its image), in order, encoded on worker threads: a bounded window of them in
+        flight, so a stream of any length costs the same memory."""
         assert self.images is not None
         pipeline = self.images
-        results = ordered_map(lambda s: pipeline(s.path), samples, self.options.threads)
-        yield from zip(samples, results, strict=True)
+        yield from ordered_map(lambda item: (item, pipeline(path(item))), items, self.options.threads)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int = 0) -> Iterator[R]:
@@ -177,31 +222,106 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_classes_csv(job: Job, path: Path) -> None:
-    """``class,identity_id,identity,images``: how class ids map back to catalog identities."""
-    import csv
-    import io
+CLASSES_NAME = "classes.csv"
+LISTED_EMPTY = 200
 
-    written: dict[int, int] = {}
-    skipped = set(job.skips.ids)
-    for s in job.selection.samples:
-        if s.id not in skipped and s.cls >= 0:
-            written[s.cls] = written.get(s.cls, 0) + 1
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["class", "identity_id", "identity", "images"])
-    for cls, c in enumerate(job.selection.classes):
-        writer.writerow([cls, c.identity_id, c.label, written.get(cls, 0)])
-    write_atomic(path, buffer.getvalue().encode())
+
+class ClassTable:
+    """Output class ids, and ``classes.csv`` (``class,identity_id,identity,images``) written as classes close.
+
+    An identity none of whose images could be written (only a photo without a face, say) gets no class:
+    ids stay contiguous over the identities that have images, in export order, so insightface's
+    ``property``, the RecordIO header and class ranges, WebDataset's ``.cls`` and the CSV agree. Samples
+    arrive grouped by identity, so a class is complete when the next one starts. The CSV grows by
+    appending at its committed length (:func:`~synthdb.export.folder.open_at`) and the open class is
+    part of the checkpoint, so a resumed export writes the same rows.
+    """
+
+    def __init__(self, path: Path, saved: dict[str, Any] | None) -> None:
+        saved = saved or {}
+        self.offset = int(saved.get("offset", 0))
+        self.written = int(saved.get("written", 0))
+        self.empty = int(saved.get("empty", 0))
+        self.empty_listed: list[str] = list(saved.get("empty_listed", []))
+        self._open: list[Any] | None = saved.get("open")  # [cls, identity_id, label, output id, images]
+        self._file: BinaryIO = open_at(path, self.offset)
+        if self.offset == 0:
+            self._append(["class", "identity_id", "identity", "images"])
+
+    def image(self, sample: SampleRecord) -> int:
+        """The output class id of ``sample``, whose image is being written."""
+        self.see(sample)
+        assert self._open is not None
+        if self._open[4] == 0:
+            self._open[3] = self.written
+            self.written += 1
+        self._open[4] += 1
+        return int(self._open[3])
+
+    def see(self, sample: SampleRecord) -> None:
+        """Note that ``sample`` was processed (written or skipped): a new identity closes the last class."""
+        if self._open is not None and self._open[0] == sample.cls:
+            return
+        self._close_open()
+        self._open = [sample.cls, sample.identity_id, sample.identity, -1, 0]
+
+    def finish(self) -> None:
+        """Close the last class and the file."""
+        self._close_open()
+        self.sync()
+        self._file.close()
+
+    def sync(self) -> None:
+        sync(self._file)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint: call after :meth:`sync`."""
+        return {
+            "offset": self.offset,
+            "written": self.written,
+            "empty": self.empty,
+            "empty_listed": self.empty_listed,
+            "open": self._open,
+        }
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _close_open(self) -> None:
+        if self._open is None:
+            return
+        _, identity_id, label, out_id, images = self._open
+        if images:
+            self._append([out_id, identity_id, label, images])
+        else:
+            self.empty += 1
+            if len(self.empty_listed) < LISTED_EMPTY:
+                self.empty_listed.append(str(label))
+        self._open = None
+
+    def _append(self, row: list[Any]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(row)
+        data = buffer.getvalue().encode()
+        self._file.write(data)
+        self.offset += len(data)
+
+
+def read_classes(path: Path) -> Iterator[tuple[int, int]]:
+    """(class id, images) of each row of a ``classes.csv`` this module wrote, in order."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            yield int(row["class"]), int(row["images"])
 
 
 def write_manifest(job: Job, output: dict[str, Any]) -> dict[str, Any]:
     """Hash every output file and write ``manifest.json`` with the format's ``output`` facts; return it."""
     files: dict[str, dict[str, Any]] = {}
+    skip = (STATE_NAME, MANIFEST_NAME)
     paths = sorted(
         p
         for p in job.out.rglob("*")
-        if p.is_file() and p.name not in (STATE_NAME, MANIFEST_NAME) and not p.name.endswith(".tmp")
+        if p.is_file() and p.name not in skip and not p.name.endswith(".tmp") and SPILL_NAME not in p.parts
     )
     digests = ordered_map(lambda p: file_digest(p, fsync=True), paths, job.options.threads)
     for path, (size, sha256) in zip(paths, digests, strict=True):
@@ -212,15 +332,17 @@ def write_manifest(job: Job, output: dict[str, Any]) -> dict[str, Any]:
         "synthdb_version": __version__,
         "params": job.options.params(),
         "export_runs": list(job.state.data["runs"]),
-        "source_runs": sorted(job.selection.source_runs() | job.extra_source_runs),
+        "source_runs": sorted(job.selection.source_runs | job.extra_source_runs),
         "counts": {
-            "selected": len(job.selection.samples),
-            "classes": len(job.selection.classes),
+            "selected": job.selection.count,
+            "identities": job.selection.classes,
+            "classes": output.get("classes", job.selection.classes),
             "skipped": job.skips.total,
             "skipped_by_kind": job.skips.counts,
             "excluded": job.selection.excluded,
         },
         "output": output,
+        "notes": job.notes,
         "skipped": job.skips.listed,
         "files": files,
     }

@@ -16,9 +16,11 @@ record 0 is a header whose two labels are ``(N, M)``; records ``1 .. N-1`` are t
 with their contiguous class id (``IRHeader(0, class, idx, 0)``); records ``N .. M-1`` are one per class,
 labelled with the ``[start, end)`` range of its image records. ``property`` is
 ``<classes>,<height>,<width>`` and the image count; ``train.meta`` is the pickled list of
-``{'image_index', 'image_classes'}`` that insightface's ``RecBuilder`` writes.
+``{'image_index', 'image_classes'}`` that insightface's ``RecBuilder`` writes. Class ids are contiguous
+over the identities that have at least one image (an identity whose only photo had no face gets none),
+the same ids in the records, ``property``, the header and ``classes.csv``.
 
-Resumable: records stream into the two files and, every ``checkpoint_every`` samples, both are fsynced
+Resumable: records stream into the files and, every ``checkpoint_every`` samples, they are fsynced
 and their lengths committed to the state file. A re-run truncates them to those lengths and goes on.
 Header 0 is written first with a placeholder and its labels patched in place at the end (its size
 never changes: a positive float32 never equals the magic word), so the bytes do not depend on where a
@@ -45,7 +47,7 @@ import numpy as np
 from synthdb.errors import SynthdbError
 from synthdb.export.folder import open_at, sync, write_atomic
 from synthdb.export.image_source import Skip
-from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
+from synthdb.export.job import CLASSES_NAME, ClassTable, FormatSpec, Job, SkipLog, read_classes
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -254,13 +256,26 @@ def read_records(
 # ------------------------------------------------------------------------------------------------ writing
 
 
-class _RecordFiles:
-    """``train.rec`` and ``train.idx`` opened at their committed lengths."""
+META_START = b"\x80\x02]"  # pickle protocol 2, an empty list
+META_APPEND, META_STOP = b"a", b"."
 
-    def __init__(self, job: Job, rec_bytes: int, idx_bytes: int) -> None:
-        self.rec: BinaryIO = open_at(job.out / "train.rec", rec_bytes)
-        self.idx: BinaryIO = open_at(job.out / "train.idx", idx_bytes)
-        self.rec_bytes, self.idx_bytes = rec_bytes, idx_bytes
+
+def meta_item(index: int, cls: int) -> bytes:
+    """One ``train.meta`` entry as pickle opcodes that append it to the list (the file is a pickled list of
+    ``{'image_index', 'image_classes'}`` dicts, written one entry at a time so it never sits in memory)."""
+    body = pickle.dumps({"image_index": index, "image_classes": [cls]}, protocol=2)
+    return body[2:-1] + META_APPEND  # without its own PROTO header and STOP
+
+
+class _RecordFiles:
+    """``train.rec``, ``train.idx`` and ``train.meta`` opened at their committed lengths."""
+
+    def __init__(self, job: Job, committed: dict[str, int]) -> None:
+        self.rec: BinaryIO = open_at(job.out / "train.rec", committed["rec"])
+        self.idx: BinaryIO = open_at(job.out / "train.idx", committed["idx"])
+        self.meta: BinaryIO = open_at(job.out / "train.meta", committed.get("meta", 0))
+        self.rec_bytes, self.idx_bytes = committed["rec"], committed["idx"]
+        self.meta_bytes = committed.get("meta", 0)
 
     def append(self, key: int, payload: bytes) -> None:
         record = frame(payload)
@@ -270,100 +285,102 @@ class _RecordFiles:
         self.rec_bytes += len(record)
         self.idx_bytes += len(line)
 
+    def append_meta(self, data: bytes) -> None:
+        self.meta.write(data)
+        self.meta_bytes += len(data)
+
+    def lengths(self) -> dict[str, int]:
+        return {"rec": self.rec_bytes, "idx": self.idx_bytes, "meta": self.meta_bytes}
+
     def sync(self) -> None:
         sync(self.rec)
         sync(self.idx)
+        sync(self.meta)
 
     def close(self) -> None:
         self.rec.close()
         self.idx.close()
+        self.meta.close()
 
 
 def write(job: Job) -> dict[str, Any]:
-    samples, classes = job.selection.samples, job.selection.classes
-    if len(samples) + len(classes) + 1 > FLOAT32_EXACT:
+    selection = job.selection
+    if selection.count + selection.classes + 1 > FLOAT32_EXACT:
         raise SynthdbError(
-            f"{len(samples)} images and {len(classes)} classes exceed the 2**24 records insightface's "
-            "float32 header labels can index: export a part with --where, or use --format webdataset"
+            f"{selection.count} images and {selection.classes} classes exceed the 2**24 records "
+            "insightface's float32 header labels can index: export a part with --where, or use "
+            "--format webdataset"
         )
     progress = job.state.progress
     fresh = not progress
     if fresh:
-        progress.update(next=0, written=0, rec=0, idx=0)
+        progress.update(next=0, written=0, rec=0, idx=0, meta=0)
     job.skips = SkipLog.from_dict(progress.get("skips"))
-    files = _RecordFiles(job, progress["rec"], progress["idx"])
+    files = _RecordFiles(job, progress)
+    classes = ClassTable(job.out / CLASSES_NAME, progress.get("classes"))
     processed, written = progress["next"], progress["written"]
 
     def checkpoint() -> None:
         files.sync()
+        classes.sync()
         progress.update(
-            next=processed,
-            written=written,
-            rec=files.rec_bytes,
-            idx=files.idx_bytes,
-            skips=job.skips.to_dict(),
+            next=processed, written=written, skips=job.skips.to_dict(), classes=classes.to_dict()
         )
+        progress.update(files.lengths())
         job.state.save()
-        job.report_progress(processed, len(samples))
+        job.report_progress(processed, selection.count)
 
     try:
         if fresh:
             files.append(0, pack((0.0, 0.0), 0))  # placeholder, patched by _finish
+            files.append_meta(META_START)
             checkpoint()
         job.advance(processed)
         every = job.options.checkpoint_every
-        for sample, result in job.encoded(samples[processed:]):
+        for sample, result in job.encoded(selection.samples(processed)):
             if isinstance(result, Skip):
                 job.skips.add(sample, result)
+                classes.see(sample)
             else:
                 written += 1
-                files.append(written, pack(float(sample.cls), written, result.data))
+                cls = classes.image(sample)
+                files.append(written, pack(float(cls), written, result.data))
+                files.append_meta(meta_item(written, cls))
             processed += 1
             job.advance(1)
             if processed % every == 0:
                 checkpoint()
         checkpoint()
-        _finish(job, files, written)
+        classes.finish()
+        _finish(job, files, written, classes.written)
     finally:
         files.close()
-    return {"images": written, "classes": len(classes), "records": written + len(classes) + 1}
+        classes.close()
+    return {
+        "images": written,
+        "classes": classes.written,
+        "identities_without_images": classes.empty,
+        "records": written + classes.written + 1,
+    }
 
 
-def _finish(job: Job, files: _RecordFiles, written: int) -> None:
-    """Append the class range records, patch header 0, write property, train.meta and classes.csv."""
-    classes, skipped = job.selection.classes, set(job.skips.ids)
-    ranges = [[0, 0] for _ in classes]
-    meta = []
-    idx = 1
-    for sample in job.selection.samples:
-        if sample.id in skipped:
-            continue
-        if ranges[sample.cls][1] == 0:
-            ranges[sample.cls][0] = idx
-        ranges[sample.cls][1] = idx + 1
-        meta.append({"image_index": idx, "image_classes": [sample.cls]})
-        idx += 1
+def _finish(job: Job, files: _RecordFiles, written: int, classes: int) -> None:
+    """Append one record per class with its ``[start, end)`` image records (from ``classes.csv``, whose
+    rows hold each class's image count in record order), patch header 0, end ``train.meta``, write
+    ``property``."""
     first_class_record = written + 1
-    for cls, (start, end) in enumerate(ranges):
-        if end == 0:  # every image of this class was skipped: an empty range where it would start
-            start = end = _empty_range_start(ranges, cls, first_class_record)
-        files.append(first_class_record + cls, pack((float(start), float(end)), first_class_record + cls))
+    start = 1
+    for cls, images in read_classes(job.out / CLASSES_NAME):
+        key = first_class_record + cls
+        files.append(key, pack((float(start), float(start + images)), key))
+        start += images
     files.rec.flush()
     files.rec.seek(LABEL_PATCH_OFFSET)
-    files.rec.write(np.asarray([first_class_record, first_class_record + len(classes)], "<f4").tobytes())
+    files.rec.write(np.asarray([first_class_record, first_class_record + classes], "<f4").tobytes())
+    files.append_meta(META_STOP)
     files.sync()
     size = job.options.size
-    write_atomic(job.out / "property", f"{len(classes)},{size},{size}\n{written}\n".encode())
-    write_atomic(job.out / "train.meta", pickle.dumps(meta, protocol=4))
-    write_classes_csv(job, job.out / "classes.csv")
-
-
-def _empty_range_start(ranges: list[list[int]], cls: int, end_of_images: int) -> int:
-    """Where an empty class's images would begin: the next non-empty class's start, else the end."""
-    for start, end in ranges[cls + 1 :]:
-        if end:
-            return start
-    return end_of_images
+    write_atomic(job.out / "property", f"{classes},{size},{size}\n{written}\n".encode())
 
 
 FORMAT = FormatSpec(

@@ -1,10 +1,13 @@
 """WebDataset: POSIX tar shards ``<name>-000000.tar`` ... of ``<key>.jpg`` + ``<key>.cls`` + ``<key>.json``.
 
 Files that share a key (the name up to its first dot) form one sample. Keys are the 9-digit position
-of the sample in the export; ``.cls`` is the contiguous class id in ASCII (what webdataset's decoders
-turn into an int); ``.json`` carries the catalog facts (sample key and id, identity, role, label,
-attributes). A shard closes before a sample that would take it past ``shard_max_count`` samples or
-``shard_max_bytes`` bytes, as ``webdataset.ShardWriter`` does.
+of the sample in the export (catalog keys hold dots and slashes, which would split or nest a sample): the
+catalog key is the ``key`` field of the sample's ``.json``, which also carries the sample id, identity,
+role, label and attributes. ``.cls`` is the class id in ASCII (what webdataset's decoders turn into an
+int), contiguous over the identities that have at least one image, as in ``classes.csv``. A shard
+closes before a sample that would take it past ``shard_max_count`` samples or ``shard_max_bytes`` bytes,
+as ``webdataset.ShardWriter`` does. ``shardindex.json`` lists the shards with their sample counts in the
+``wids`` format, so ``wids.ShardListDataset("OUT/shardindex.json")`` opens the export as it is.
 
 The tar bytes are written here, not by ``tarfile.open``, so that they are reproducible and resumable:
 ustar headers (as :meth:`tarfile.TarInfo.tobuf` writes them) with mtime 0, mode 0444, no owner; members
@@ -21,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from synthdb.export.folder import open_at, safe_name, sync
+from synthdb.export.folder import json_bytes, open_at, safe_name, sync, write_atomic
 from synthdb.export.image_source import Skip
-from synthdb.export.job import FormatSpec, Job, SkipLog, write_classes_csv
+from synthdb.export.job import CLASSES_NAME, ClassTable, FormatSpec, Job, SkipLog
 from synthdb.export.selection import SampleRecord
 
 BLOCK = 512
@@ -66,14 +69,14 @@ def closing(length: int) -> bytes:
     return b"\0" * (END_OF_ARCHIVE + (-(length + END_OF_ARCHIVE) % RECORD))
 
 
-def sample_bytes(job: Job, key: str, sample: SampleRecord, image: bytes) -> bytes:
+def sample_bytes(job: Job, key: str, sample: SampleRecord, cls: int, image: bytes) -> bytes:
     facts = {
         "key": sample.key,
         "sample_id": sample.id,
         "dataset": job.selection.dataset.name,
         "identity": sample.identity,
         "identity_id": sample.identity_id,
-        "class": sample.cls,
+        "class": cls,
         "role": sample.role,
         "label": sample.label,
         "attributes": sample.attributes,
@@ -82,7 +85,7 @@ def sample_bytes(job: Job, key: str, sample: SampleRecord, image: bytes) -> byte
     return b"".join(
         [
             member(f"{key}.jpg", image),
-            member(f"{key}.cls", str(sample.cls).encode()),
+            member(f"{key}.cls", str(cls).encode()),
             member(f"{key}.json", text.encode()),
         ]
     )
@@ -102,41 +105,48 @@ def _remove_later_shards(job: Job, current: int) -> None:
 
 
 def write(job: Job) -> dict[str, Any]:
-    samples = job.selection.samples
+    selection = job.selection
     progress = job.state.progress
     if not progress:
-        progress.update(next=0, written=0, shard=0, offset=0, in_shard=0)
+        progress.update(next=0, written=0, shard=0, offset=0, in_shard=0, shard_samples=[])
     job.skips = SkipLog.from_dict(progress.get("skips"))
     processed, written = progress["next"], progress["written"]
     shard, offset, in_shard = progress["shard"], progress["offset"], progress["in_shard"]
+    closed: list[int] = progress["shard_samples"]  # samples in each closed shard: the wids index
     _remove_later_shards(job, shard)
     fh: BinaryIO = open_at(shard_path(job, shard), offset)
+    classes = ClassTable(job.out / CLASSES_NAME, progress.get("classes"))
     max_count, max_bytes = job.options.shard_max_count, job.options.shard_max_bytes
 
     def checkpoint() -> None:
         sync(fh)
+        classes.sync()
         progress.update(
             next=processed,
             written=written,
             shard=shard,
             offset=offset,
             in_shard=in_shard,
+            shard_samples=closed,
             skips=job.skips.to_dict(),
+            classes=classes.to_dict(),
         )
         job.state.save()
-        job.report_progress(processed, len(samples))
+        job.report_progress(processed, selection.count)
 
     try:
         job.advance(processed)
-        for sample, result in job.encoded(samples[processed:]):
+        for sample, result in job.encoded(selection.samples(processed)):
             if isinstance(result, Skip):
                 job.skips.add(sample, result)
+                classes.see(sample)
             else:
-                data = sample_bytes(job, f"{written:09d}", sample, result.data)
+                data = sample_bytes(job, f"{written:09d}", sample, classes.image(sample), result.data)
                 if in_shard and (in_shard >= max_count or offset + len(data) > max_bytes):
                     fh.write(closing(offset))
                     sync(fh)
                     fh.close()
+                    closed.append(in_shard)
                     shard, offset, in_shard = shard + 1, 0, 0
                     fh = open_at(shard_path(job, shard), 0)
                 fh.write(data)
@@ -150,10 +160,40 @@ def write(job: Job) -> dict[str, Any]:
         checkpoint()
         fh.write(closing(offset))
         sync(fh)
+        classes.finish()
     finally:
         fh.close()
-    write_classes_csv(job, job.out / "classes.csv")
-    return {"images": written, "classes": len(job.selection.classes), "shards": shard + 1}
+        classes.close()
+    index = write_wids_index(job, [*closed, in_shard])
+    return {
+        "images": written,
+        "classes": classes.written,
+        "identities_without_images": classes.empty,
+        "shards": shard + 1,
+        "wids_index": index,
+        "sample_names": SAMPLE_NAMES,
+    }
+
+
+SAMPLE_NAMES = "9-digit export position; the catalog key is the 'key' field of each sample's .json"
+WIDS_INDEX = "shardindex.json"
+
+
+def write_wids_index(job: Job, counts: list[int]) -> str:
+    """``shardindex.json``: the shard list ``wids.ShardListDataset`` reads (``wids-shard-index-v1``), with
+    each shard's sample count and size and URLs relative to the index, so the folder can move."""
+    shards = [
+        {"url": shard_path(job, i).name, "nsamples": n, "filesize": shard_path(job, i).stat().st_size}
+        for i, n in enumerate(counts)
+    ]
+    index = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": job.selection.dataset.name,
+        "shardlist": shards,
+    }
+    write_atomic(job.out / WIDS_INDEX, json_bytes(index))
+    return WIDS_INDEX
 
 
 FORMAT = FormatSpec("webdataset", write, needs_identity=True, needs_image=True, encoding="jpeg")

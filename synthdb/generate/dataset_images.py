@@ -9,6 +9,7 @@ that have a path and a file, so an interrupted run just continues.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,14 @@ from synthdb.nets.generator import to_uint8
 from synthdb.progress import progress_bar
 
 
+@dataclass(frozen=True)
+class RenderedImages:
+    """What ``synthdb generate images`` did: how many images it wrote, and the folder they are in."""
+
+    count: int
+    root: Path
+
+
 def generate_dataset_images(
     ctx: Context,
     name: str,
@@ -35,11 +44,15 @@ def generate_dataset_images(
     crop: str | None = None,
     root: str | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str | None = None,
     quiet: bool = True,
-) -> int:
-    """Render every stored latent of dataset ``name`` into its root; return the number of images
-    written by this call. ``generator`` defaults to the one whose latents the dataset holds."""
+) -> RenderedImages:
+    """Render every stored latent of dataset ``name`` into its root; return how many images this call
+    wrote and where. ``generator`` defaults to the one whose latents the dataset holds.
+
+    What a stored latent gives back: the same pixels, bit for bit, for the same ``batch_size`` on the
+    same machine and torch build; with another batching or CPU the float kernels may round differently,
+    so a pixel may differ by one level (1/255) - never more (``tests/test_generate_cli.py``)."""
     ds = dataset_id(ctx.catalog, name)
     if generator is None:
         spaces = latent_spaces(ctx.catalog, ds)
@@ -69,7 +82,7 @@ def generate_dataset_images(
     ]
     params = {"dataset": name, "generator": generator, "crop": crop, "root": str(target)}
     with recorded_run(ctx.catalog, RunKind.IMAGES, algorithm="render", params=params) as run_id:
-        with progress_bar(len(todo), f"images of {name}", quiet) as advance:
+        with progress_bar(len(todo), f"render {name}", quiet, unit="images") as advance:
             for start in range(0, len(todo), batch_size):
                 picked = todo[start : start + batch_size]
                 with torch.no_grad():
@@ -86,4 +99,4 @@ def generate_dataset_images(
                 set_progress(ctx.catalog, run_id, (start + len(picked)) / len(todo))
                 advance(len(picked))
         set_summary(ctx.catalog, run_id, {"dataset": name, "images": len(todo), "root": str(target)})
-    return len(todo)
+    return RenderedImages(len(todo), target)

@@ -5,7 +5,7 @@ Each identity ``i`` gets one sample ``{i:05d}/reference`` (role ``reference``) w
 (``w``, and ``z`` where w is still the mapping of z) in the generator's space and an embedding shard in
 the embedder's space. Work units: batches of identities (random), candidate batches (ict), iterations
 (langevin, with a ``checkpoint`` shard of the latents and a ``stats`` shard per iteration). Langevin
-also runs across processes and machines under torchrun (:mod:`synthdb.generate.distributed`).
+also runs across processes and machines under torchrun (:mod:`synthdb.distributed`).
 
 Fixed against the reference: ICT resumes correctly (accepted embeddings are re-read from the catalog),
 Langevin resumes from the newest checkpoint in iteration order without repeating an iteration, the
@@ -16,100 +16,26 @@ norms over the latent axis, ``--avoid`` keeps its radius (default r0; the refere
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+import time
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from synthdb import defaults, seeds
+from synthdb import distributed, seeds
 from synthdb.analysis.vectors import load_vectors
 from synthdb.angles import angle
 from synthdb.catalog import datasets, runs
 from synthdb.catalog.schema import RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate import distributed, stats, units
+from synthdb.generate import rerun, stats, units
+from synthdb.generate.params import LangevinParams, ReferenceParams  # noqa: F401 - the API imports them here
 from synthdb.generate.pipeline import Pipeline, load_pipeline
 from synthdb.progress import progress_bar
 from synthdb.store import parquet
 from synthdb.store.commit import TableSpec, commit
-
-ALGORITHMS = ("random", "ict", "langevin")
-
-
-#: The reference's adaptive Langevin step (spec 7.2 d), for generators whose card sets none.
-REFERENCE_TIMESTEP = -0.3
-
-
-@dataclass
-class LangevinParams:
-    """Reference defaults (spec 7.2 d) except ``checkpoint_every`` (resume needs checkpoints) and what
-    depends on the networks: ``repulsion_radius`` (None: the embedder's threshold times the reference's
-    r0/ICT ratio) and ``timestep`` (None: the generator card's, else the reference's -0.3)."""
-
-    iterations: int = 10
-    checkpoint_every: int = 1
-    repulsion_coefficient: float = 1.0
-    repulsion_radius: float | None = None
-    timestep: float | None = None
-    viscous_coefficient: float = 1.0
-    random_force: float = 0.01
-    latent_force: float = 0.0
-    avoid_radius: float | None = None
-    #: hold the autograd graph of all identities for one forward pass per iteration (faster); off: a
-    #: no-grad pass plus one backward per batch (memory of one batch, for large generators)
-    whole_graph: bool = True
-
-
-@dataclass
-class ReferenceParams:
-    """Everything a references run needs; stored (resolved) as the run's params so ``runs resume`` can
-    rebuild it. ``ict`` None: the embedder's threshold. ``max_candidates`` bounds ICT's draws per
-    requested identity, so a threshold too strict for the networks ends in minutes with advice."""
-
-    name: str
-    num_identities: int
-    algorithm: str = "langevin"
-    generator: str = defaults.GENERATOR
-    embedder: str = defaults.EMBEDDER
-    ict: float | None = None
-    truncation: float = defaults.TRUNCATION
-    seed: int = 0
-    batch_size: int = 8
-    avoid: str | None = None
-    max_candidates: int = 100
-    device: str = "cpu"
-    langevin: LangevinParams = field(default_factory=LangevinParams)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReferenceParams:
-        data = dict(data)
-        data["langevin"] = units.params_from(LangevinParams, data.get("langevin", {}))
-        return units.params_from(cls, data)
-
-    def resolved(self) -> ReferenceParams:
-        """A copy with every network-dependent default filled in (:mod:`synthdb.defaults`)."""
-        lp = self.langevin
-        if lp.repulsion_radius is None:
-            lp = replace(lp, repulsion_radius=defaults.repulsion_radius(self.embedder))
-        if lp.timestep is None:
-            setting = defaults.generator_setting(self.generator, "langevin_timestep", REFERENCE_TIMESTEP)
-            lp = replace(lp, timestep=setting)
-        ict = defaults.threshold(self.embedder) if self.ict is None else self.ict
-        return replace(self, ict=ict, langevin=lp)
-
-    def check(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise SynthdbError(
-                f"unknown references algorithm {self.algorithm!r}: use {', '.join(ALGORITHMS)}"
-            )
-        if self.num_identities < 1 or self.batch_size < 1:
-            raise SynthdbError("--num-identities and --batch-size must be at least 1")
-        if self.avoid and self.algorithm == "random":
-            raise SynthdbError("--avoid needs --algorithm ict or langevin (random references repel nothing)")
-        if self.langevin.iterations < 0 or self.langevin.checkpoint_every < 1:
-            raise SynthdbError("--langevin-iterations must be >= 0 and --langevin-checkpoint-every >= 1")
 
 
 def label(index: int) -> str:
@@ -162,7 +88,7 @@ def generate_references(
     """Run (or, with ``run_id``, resume) a references run; return the run id.
 
     Under torchrun (or inside a process group the caller set up) Langevin runs on all ranks, see
-    :mod:`synthdb.generate.distributed`: every rank calls this, rank 0 records the run."""
+    :mod:`synthdb.distributed`: every rank calls this, rank 0 records the run."""
     params.check()
     params = params.resolved()
     with distributed.joined(params.device) as (group, device):
@@ -177,11 +103,19 @@ def generate_references(
             vectors = load_vectors(ctx, params.avoid, pipeline.embedder.name).by_sample().vectors
             avoid = torch.from_numpy(vectors).to(pipeline.generator.device)
         if not group.leader:
+            group.share()  # rank 0's look for an unfinished run of the same command (below)
             run_id, _ = group.share()  # the run and dataset rank 0 opens below
             _langevin(ctx, pipeline, params, -1, run_id, set(), avoid, True, group)
             return run_id
+        resume = group.share(  # the same command again after an interruption resumes the run it left
+            lambda: (
+                rerun.run_to_continue(ctx, RunKind.REFERENCES, params.name, asdict(params))
+                if run_id is None
+                else run_id
+            )
+        )
         with runs.recorded_run(
-            ctx.catalog, RunKind.REFERENCES, params.algorithm, asdict(params), params.seed, resume=run_id
+            ctx.catalog, RunKind.REFERENCES, params.algorithm, asdict(params), params.seed, resume=resume
         ) as run_id:
             attributes = {"generator": pipeline.generator.describe(), "embedder": pipeline.embedder.name}
             run_id, dataset = group.share(
@@ -223,6 +157,20 @@ def _random(
     return {"identities": n}
 
 
+ICT_UNIT_BATCHES = 64
+"""Candidate batches that accept nobody share one committed unit, up to this many (or
+:data:`ICT_UNIT_S` seconds): a strict threshold rejects hundreds of batches in a row, and one stats file per
+batch buried the store in tiny files. A batch that accepts someone commits the unit at once."""
+ICT_UNIT_S = 60.0
+
+
+def _next_ict_batch(done: set[str]) -> int:
+    """The first candidate batch no committed unit covers; units are ``cand/FIRST-LAST`` (``cand/N``: one
+    batch, as runs wrote before units were batched)."""
+    last = [int(unit.rpartition("/")[2].rpartition("-")[2]) for unit in done if unit.startswith("cand/")]
+    return max(last) + 1 if last else 0
+
+
 def _ict(
     ctx: Context,
     pipeline: Pipeline,
@@ -234,19 +182,25 @@ def _ict(
     quiet: bool,
 ) -> dict[str, Any]:
     """Batched candidates, accepted in candidate order: candidate k is accepted iff its angle to every
-    accepted reference (and to every ``--avoid`` embedding) is >= ICT."""
+    accepted reference (and to every ``--avoid`` embedding) is >= ICT. Units group candidate batches (see
+    :data:`ICT_UNIT_BATCHES`); what is accepted does not depend on how they are grouped, so a resumed run,
+    which redoes the batches of the unit it lost, accepts what an uninterrupted one does."""
     n, b = params.num_identities, params.batch_size
     accepted = [
         torch.from_numpy(parquet.read_vectors(path, "embedding")[2].copy())
         for _unit, path in units.unit_shards(ctx, run_id, ShardContent.EMBEDDING)
     ]
     kept = torch.cat(accepted) if accepted else torch.zeros(0, pipeline.embedder.dims)
-    batch = len([u for u in done if u.startswith("cand/")])
+    batch = _next_ict_batch(done)
     limit = params.max_candidates * n
-    with progress_bar(n, "ict references", quiet) as advance:
+    rejected: list[dict[str, Any]] = []  # stats rows of the batches since the last commit (none accepted)
+    opened = time.monotonic()
+    with progress_bar(n, "ict references", quiet, unit="identities") as advance:
         advance(len(kept))
         while len(kept) < n:
             if batch * b >= limit:
+                if rejected:
+                    _commit_ict_unit(ctx, pipeline, dataset, run_id, batch, rejected, len(kept))
                 raise SynthdbError(
                     f"ICT {params.ict:.3f} rad: only {len(kept)} of {n} identities after {batch * b} "
                     f"candidates (--max-candidates {params.max_candidates} per identity): lower --ict, raise "
@@ -265,27 +219,39 @@ def _ict(
                     others = torch.cat([others, avoid])
                 if len(others) == 0 or bool((angle(e[k : k + 1], others) >= params.ict).all()):
                     take.append(k)
-            unit = f"cand/{batch:06d}"
-            table = stats.table([{"batch": batch, "candidates": len(e), "accepted": len(take)}])
-            if take:
-                _commit_references(
-                    ctx, pipeline, dataset, run_id, unit, len(kept), w[take], e[take], z[take], [table]
-                )
-            else:
-                commit(
-                    ctx.catalog,
-                    ctx.store,
-                    dataset_id=dataset,
-                    run_id=run_id,
-                    unit=unit,
-                    shards=[],
-                    tables=[table],
-                )
-            kept = torch.cat([kept, e[take]])
+            rows = [*rejected, {"batch": batch, "candidates": len(e), "accepted": len(take)}]
             batch += 1
+            if take or len(rows) >= ICT_UNIT_BATCHES or time.monotonic() - opened >= ICT_UNIT_S:
+                found = (w[take], e[take], z[take]) if take else None
+                _commit_ict_unit(ctx, pipeline, dataset, run_id, batch, rows, len(kept), found)
+                rows, opened = [], time.monotonic()
+            rejected = rows
+            kept = torch.cat([kept, e[take]])
             advance(len(take))
             runs.set_progress(ctx.catalog, run_id, len(kept) / n)
     return {"identities": n, "candidates": batch * b}
+
+
+def _commit_ict_unit(
+    ctx: Context,
+    pipeline: Pipeline,
+    dataset: int,
+    run_id: int,
+    end: int,
+    rows: list[dict[str, Any]],
+    first: int,
+    found: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> None:
+    """Commit candidate batches ``end - len(rows)`` to ``end - 1`` as unit ``cand/FIRST-LAST``: their stats
+    rows, and the references the last of them accepted (``found``: w, embeddings, z; labels from
+    ``first``)."""
+    unit = f"cand/{end - len(rows):06d}-{end - 1:06d}"
+    table = stats.table(rows)
+    if found is not None:
+        w, e, z = found
+        _commit_references(ctx, pipeline, dataset, run_id, unit, first, w, e, z, [table])
+        return
+    commit(ctx.catalog, ctx.store, dataset_id=dataset, run_id=run_id, unit=unit, shards=[], tables=[table])
 
 
 def repulsion_potential(

@@ -163,7 +163,7 @@ def save_image(pixels: np.ndarray, out: str | os.PathLike) -> Path:
 
 def render(
     generator: str, out: str | os.PathLike, *, workspace: str | os.PathLike | None = None,
-    device: str = "cpu", **options: Any
+    device: str | None = None, **options: Any
 ) -> GeneratedImages:
     """``synthdb generate image``: load ``generator`` (a card only a workspace has comes from the workspace
     at ``workspace``, found as every command finds it; anything else loads anywhere) and

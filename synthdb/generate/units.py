@@ -10,7 +10,6 @@ committed ones. State that carries over between units (Langevin latents) is comm
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -70,17 +69,6 @@ def read_stats(ctx: Context, run_id: int) -> list[dict[str, Any]]:
     for _unit, path in unit_shards(ctx, run_id, ShardContent.STATS):
         out.extend(parquet.read_table(path).to_pylist())
     return out
-
-
-def params_from(cls: type, data: dict[str, Any], run_id: int | None = None) -> Any:
-    """Rebuild a params dataclass from a run's stored params, naming keys this synthdb does not know."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    if unknown := sorted(set(data) - known):
-        raise SynthdbError(
-            f"run {run_id} was recorded with parameters {', '.join(unknown)} that this synthdb "
-            "does not know: resume it with the synthdb version that started it"
-        )
-    return cls(**data)
 
 
 def sample_roles(ctx: Context, sample_ids: np.ndarray) -> dict[int, str]:

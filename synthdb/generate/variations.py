@@ -22,95 +22,31 @@ in the reference: the random force is not scaled by sqrt(dt).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from synthdb import defaults, seeds
+from synthdb import seeds
 from synthdb.analysis.vectors import load_vectors
 from synthdb.angles import rowwise_angle
 from synthdb.catalog import datasets, runs, samples
 from synthdb.catalog.schema import RunKind, SampleRole, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
-from synthdb.generate import stats, units
+from synthdb.generate import rerun, stats, units
+from synthdb.generate.params import VariationParams
 from synthdb.generate.pipeline import Pipeline, load_pipeline
 from synthdb.latent.directions import COVARIATES
 from synthdb.latent.edit import CovariateScaling, LatentEdit, augmentation_labels
 from synthdb.progress import progress_bar
 
-ALGORITHMS = ("dispersion", "disco", "covariates")
 
-
-@dataclass
-class VariationParams:
-    """Everything a variations run needs (reference defaults, spec 7.3 a); stored (resolved) as the run's
-    params. None: a network-dependent default (:meth:`resolved`)."""
-
-    name: str
-    references: str
-    algorithm: str = "dispersion"
-    num_variations: int = 16
-    iterations: int = 20
-    embedding_coefficient: float = 20.0
-    latent_coefficient: float = 1.0
-    latent_radius: float | None = None
-    global_coefficient: float | None = None
-    random_force: float = 0.05
-    viscous_coefficient: float = 1.0
-    timestep: float = 0.05
-    initial_noise: float = 0.2
-    directions: str | None = None
-    pose_scaling: float = 1.0
-    illumination_scaling: float = 1.0
-    expression_scaling: float = 1.0
-    ict: float | None = None
-    seed: int = 0
-    batch_size: int = 8
-    identities_per_unit: int = 8
-    generator: str = defaults.GENERATOR
-    embedder: str = defaults.EMBEDDER
-    device: str = "cpu"
-
-    @property
-    def scaling(self) -> CovariateScaling:
-        return CovariateScaling(self.pose_scaling, self.illumination_scaling, self.expression_scaling)
-
-    def resolved(self) -> VariationParams:
-        """A copy with the network-dependent defaults filled in: ``ict`` from the embedder card, the latent
-        radius and the pull towards w_avg from the generator card (else the reference's 12 and 1)."""
-        return replace(
-            self,
-            ict=defaults.threshold(self.embedder) if self.ict is None else self.ict,
-            latent_radius=defaults.generator_setting(self.generator, "dispersion_latent_radius", 12.0)
-            if self.latent_radius is None
-            else self.latent_radius,
-            global_coefficient=defaults.generator_setting(
-                self.generator, "dispersion_global_coefficient", 1.0
-            )
-            if self.global_coefficient is None
-            else self.global_coefficient,
-        )
-
-    def check(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise SynthdbError(
-                f"unknown variations algorithm {self.algorithm!r}: use {', '.join(ALGORITHMS)}"
-            )
-        if self.algorithm in ("disco", "covariates") and not self.directions:
-            raise SynthdbError(
-                f"{self.algorithm} needs covariate directions: pass --directions NAME "
-                "(a direction set made by `synthdb latent analyze`; `synthdb latent list` shows them)"
-            )
-        if self.algorithm == "dispersion" and self.directions:
-            raise SynthdbError(
-                "--directions is used by disco and covariates: add --algorithm disco, or drop --directions"
-            )
-        if min(self.num_variations, self.batch_size, self.identities_per_unit) < 1 or self.iterations < 0:
-            raise SynthdbError("--num-variations, --batch-size, --identities-per-unit must be >= 1")
+def scaling(params: VariationParams) -> CovariateScaling:
+    """The covariate scales of DisCo's offsets and of the covariates' edits."""
+    return CovariateScaling(params.pose_scaling, params.illumination_scaling, params.expression_scaling)
 
 
 def latent_repulsion(w: Tensor, k: float, radius: float) -> Tensor:
@@ -188,7 +124,7 @@ def covariates_unit(
 ) -> tuple[Tensor, Tensor, list[dict[str, float]]]:
     """The 17 covariate edits of each neutralised reference of one unit: (w (I, 17, w_dim),
     embeddings (I, 17, D), one stats row)."""
-    w = editor.augmentation(editor.neutralise(w_ref), params.scaling)
+    w = editor.augmentation(editor.neutralise(w_ref), scaling(params))
     n_id, count, dim = w.shape
     e = pipeline.embed(w.reshape(-1, dim)).reshape(n_id, count, -1)
     row: dict[str, Any] = {"iteration": 0, **stats.grouped(e, w, pipeline.w_avg, params.ict)}
@@ -249,11 +185,14 @@ def generate_variations(
         editor.directions.check_generator(pipeline.generator.name, pipeline.generator.w_dim)
         if params.algorithm == "covariates":
             editor.directions.require(COVARIATES, "covariates variations")
-    offsets = editor.disco_offsets(params.scaling) if editor and params.algorithm == "disco" else None
+    offsets = editor.disco_offsets(scaling(params)) if editor and params.algorithm == "disco" else None
     size = params.identities_per_unit
     batches = [(j, refs.labels[j : j + size]) for j in range(0, len(refs.labels), size)][shard[0] :: shard[1]]
     attributes = {"variations_of": params.references, "params": asdict(params)}
     total = sum(len(labels) for _, labels in batches)
+    if run_id is None:  # the same command again after an interruption resumes the run it left
+        kind, name = RunKind.VARIATIONS, params.name
+        run_id = rerun.run_to_continue(ctx, kind, name, asdict(params), shard, attributes)
     with runs.recorded_run(
         ctx.catalog, RunKind.VARIATIONS, params.algorithm, asdict(params), params.seed, shard, resume=run_id
     ) as run_id:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,76 +70,18 @@ from synthdb.errors import SynthdbError
 from synthdb.faces.align import Cropper, CropPreset, fixed_crop, generator_preset, resize
 from synthdb.faces.detect import load_image
 from synthdb.faces.embed import Embedder
+from synthdb.latent.params import ProjectionParams
 from synthdb.nets import lpips
 from synthdb.nets.generator import Generator, to_uint8
 from synthdb.progress import progress_bar
 from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 
-SPACES = ("w", "w+")
-PERCEPTUAL = ("lpips", "embedder")
 #: images larger than this are area-resized to it before LPIPS (reference spec 9.1, step 6)
 LPIPS_SIZE = 256
 #: per-step loss terms recorded in the stats shard, per target
 TERMS = ("loss", "perceptual", "pixel", "noise_reg")
 VIDEO_FRAMES = 100
 VIDEO_HEIGHT = 256
-
-
-@dataclass
-class ProjectionParams:
-    """Everything a projection run needs (reference defaults, spec 9.1); stored as the run's params.
-
-    Targets are ``images`` (files) or the samples of ``dataset``, optionally restricted to the groups
-    ``group`` of ``protocols`` (group ``train`` when protocols are given without one; ``all``: every
-    group). ``crop``: detect and align photos to the generator's framing first; otherwise targets must be
-    aligned already.
-    ``perceptual``: ``lpips`` or ``embedder``; None picks one when the run starts (see the module).
-    """
-
-    name: str
-    images: list[str] = field(default_factory=list)
-    dataset: str | None = None
-    protocols: list[str] = field(default_factory=list)
-    group: str | None = None
-    generator: str = defaults.GENERATOR
-    embedder: str = defaults.EMBEDDER
-    perceptual: str | None = None
-    space: str = "w"
-    steps: int = 1000
-    crop: bool = False
-    detector: str = defaults.PROJECTION_DETECTOR
-    seed: int = 0
-    batch_size: int = 8
-    w_avg_samples: int = 10000
-    start_wavg: bool = True
-    truncation: float = defaults.TRUNCATION
-    initial_learning_rate: float = 0.1
-    constant_learning_rate: bool = False
-    lr_rampdown_length: float = 0.25
-    lr_rampup_length: float = 0.05
-    initial_noise_factor: float = 0.05
-    noise_ramp_length: float = 0.75
-    regularize_noise_weight: float = 1e5
-    perceptual_weight: float = 1.0
-    pixel_weight: float = 1.0
-    video: str | None = None
-    device: str = "cpu"
-
-    def check(self) -> None:
-        if bool(self.images) == bool(self.dataset):
-            raise SynthdbError("project needs image files or --dataset NAME (one of the two, not both)")
-        if (self.protocols or self.group) and not self.dataset:
-            raise SynthdbError("--protocol and --group select samples of --dataset: pass --dataset NAME")
-        if self.perceptual not in (None, *PERCEPTUAL):
-            raise SynthdbError(f"unknown perceptual loss {self.perceptual!r}: use {' or '.join(PERCEPTUAL)}")
-        if self.space not in SPACES:
-            raise SynthdbError(f"unknown latent space {self.space!r}: use {' or '.join(SPACES)}")
-        if self.steps < 1 or self.batch_size < 1 or self.w_avg_samples < 2:
-            raise SynthdbError("--steps and --batch-size must be >= 1, w_avg_samples >= 2")
-        if min(self.perceptual_weight, self.pixel_weight, self.regularize_noise_weight) < 0:
-            raise SynthdbError("loss weights must be >= 0")
-        if self.perceptual_weight == 0 and self.pixel_weight == 0:
-            raise SynthdbError("--perceptual-weight and --pixel-weight are both 0: nothing to match")
 
 
 def learning_rate(params: ProjectionParams, t: float) -> float:
@@ -563,7 +505,7 @@ def project(
 ) -> ProjectionRun:
     """Run (or, with ``run_id``, resume) one shard of a projection run."""
     params.check()
-    params = choose_perceptual(ctx, params)
+    params = replace(choose_perceptual(ctx, params), device=defaults.device(params.device))
     source = dataset_id(ctx.catalog, params.dataset) if params.dataset else None
     targets = (
         dataset_targets(ctx, params.dataset, params.protocols, params.group)

@@ -183,7 +183,7 @@ def import_source(
     if not root.is_dir():
         raise SynthdbError(f"{root} is not a directory: pass the root folder of the {source.name} database")
     name = name or source.name
-    existing_id, done = existing_dataset(ctx, name, source.name, update)
+    existing_id, done = existing_dataset(ctx, name, source.name, update, root)
     if done is not None:
         return done
     source.check(root)
@@ -197,7 +197,7 @@ def import_source(
             )
         )
         report = ImportReport(dataset=name, dataset_id=dataset_id, run_id=run_id)
-        with progress_bar(None, f"importing {name}", quiet) as advance:
+        with progress_bar(None, f"import {name}", quiet, unit="files") as advance:
             guard = RootGuard(root)
             checked = (_checked(e, verify_images, report, guard) for e in source.scan(root))
             for chunk in _chunks((e for e in checked if e is not None), CHUNK):
@@ -213,11 +213,13 @@ def import_source(
 
 
 def existing_dataset(
-    ctx: Context, name: str, source_name: str, update: bool
+    ctx: Context, name: str, source_name: str, update: bool, root: Path | None = None
 ) -> tuple[int | None, ImportReport | None]:
     """The id of dataset ``name`` if it exists, and the report that ends an import without ``update``.
 
     A dataset of another source under the same name is an error: importing into it would mix layouts.
+    So is one imported from another ``root`` (resolved): its sample paths are relative to its own root,
+    so files added from another folder would point nowhere.
     """
     row = datasets.find_dataset(ctx.catalog, name)
     if row is None:
@@ -225,6 +227,11 @@ def existing_dataset(
     if row.source != source_name:
         raise SynthdbError(
             f"dataset '{name}' exists with source '{row.source}', not '{source_name}': choose another --name"
+        )
+    if root is not None and row.root is not None and Path(row.root).resolve() != root:
+        raise SynthdbError(
+            f"dataset '{name}' was imported from {row.root}, not {root}, and its sample paths are relative "
+            f"to that folder: pass {row.root} to update it, or choose another --name for {root}"
         )
     made = datasets.creator(ctx.catalog, row.id)
     if not update and made.status == RunStatus.RUNNING and process_alive(made.host, made.pid):

@@ -103,7 +103,7 @@ class SampleFile:
             raise SynthdbError(f"{path} is not a file: pass a samples.h5 written by the synthetics package")
         name = name or default_name(path)
         with SampleCollection.open(path) as collection:
-            existing_id, done = existing_dataset(ctx, name, self.name, update)
+            existing_id, done = existing_dataset(ctx, name, self.name, update, path.parent)
             if done is not None:
                 return done
             params = {"file": str(path), "name": name, "update": update, "verify_images": verify_images}

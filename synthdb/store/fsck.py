@@ -13,6 +13,10 @@ leave files nobody references. ``fsck`` lists both kinds of trouble:
 
 Index files are checked for presence only: their rows hold no checksum.
 
+With ``files`` it also checks that every sample's image file exists (``synthdb fsck --files``): a
+regular file at its path under its dataset's root, resolving inside that root. That is what an import
+into the wrong root, a moved dataset or a deleted file breaks; files are stat-ed, never opened.
+
 ``gc`` removes orphans, staged leftovers and the files and rows of retired shards. A file younger
 than ``min_age`` seconds is kept, since a live writer on another process may be about to commit it.
 
@@ -29,11 +33,16 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
-from synthdb.catalog import Catalog, indexes, shards
+from synthdb.catalog import Catalog, indexes, samples, shards
 from synthdb.catalog.schema import ShardState
 from synthdb.files import file_digest
 from synthdb.store.layout import INDEX_PATH, INDEXES, SHARD_PATH, SHARDS, STAGED_PATH, STAGING, Store
+from synthdb.untrusted import RootGuard
+
+LISTED_FILES = 200
+"""Sample files ``fsck --files`` names one by one; the rest are counted (a lost root loses millions)."""
 
 
 @dataclass
@@ -44,10 +53,35 @@ class FsckReport:
     orphans: list[str] = field(default_factory=list)
     staged: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    missing_files: list[str] = field(default_factory=list)
+    missing_file_count: int = 0
 
     @property
     def clean(self) -> bool:
-        return not (self.missing or self.corrupt or self.orphans or self.staged or self.foreign)
+        store_clean = not (self.missing or self.corrupt or self.orphans or self.staged or self.foreign)
+        return store_clean and self.missing_file_count == 0
+
+    def summary(self, files: bool = False) -> str:
+        """The last line of ``synthdb fsck``: what was checked, what is wrong and what fixes it."""
+        files_part = f", {self.files_checked} sample files" if files else ""
+        checked = f"{self.checked} committed shards{files_part}"
+        if self.clean:
+            return f"clean: {checked} checked"
+        listed = " (the first listed)" if len(self.missing_files) < self.missing_file_count else ""
+        lost = f", {self.missing_file_count} sample files missing{listed}" if files else ""
+        return (
+            f"{checked} checked; {len(self.missing)} missing, {len(self.corrupt)} corrupt, "
+            f"{len(self.orphans)} orphan, {len(self.staged)} staged, {len(self.foreign)} foreign{lost}. "
+            "`synthdb gc` removes orphan and staged files; missing or corrupt shards need the command that "
+            "wrote them re-run; foreign files are not synthdb's: it leaves them; a missing sample file needs "
+            "its file back under its dataset's root (`synthdb datasets show NAME` shows the root)."
+        )
+
+    def file_missing(self, dataset: str, path: str, why: str) -> None:
+        self.missing_file_count += 1
+        if len(self.missing_files) < LISTED_FILES:
+            self.missing_files.append(f"{dataset}: {path} ({why})")
 
 
 @dataclass
@@ -89,10 +123,51 @@ def _check_shard(store: Store, row: shards.ShardRow, verify: bool, report: FsckR
         report.corrupt.append(row.path)
 
 
+def _sample_file_problem(guard: RootGuard, path: str) -> str | None:
+    """Why the sample file ``path`` under ``guard``'s root cannot be read (None when it can): it is not
+    there, not a regular file, or it leads out of the root (``..``, an absolute path, a symlink)."""
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
+        return "outside its root"
+    if not guard.folder_inside(os.path.dirname(path)):
+        return "outside its root"
+    full = os.path.join(guard.root, path)
+    try:
+        mode = os.lstat(full).st_mode
+        if stat.S_ISLNK(mode):
+            if not guard.link_inside(full):
+                return "outside its root"
+            mode = os.stat(full).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except (OSError, ValueError) as exc:  # no permission, a symlink loop, a name the system cannot take
+        return f"unreadable: {getattr(exc, 'strerror', None) or exc}"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def check_sample_files(catalog: Catalog, report: FsckReport, advance: Callable[[int], None] | None) -> None:
+    """Stat every sample's image file under its dataset's root (``fsck --files``)."""
+    guard, root = None, None
+    for found in samples.image_paths(catalog):
+        if found.root != root:
+            root, guard = found.root, RootGuard(found.root)
+        report.files_checked += 1
+        why = _sample_file_problem(guard, found.path)
+        if why is not None:
+            report.file_missing(found.dataset, found.path, why)
+        if advance:
+            advance(1)
+
+
 def fsck(
-    catalog: Catalog, store: Store, verify: bool = True, advance: Callable[[int], None] | None = None
+    catalog: Catalog,
+    store: Store,
+    verify: bool = True,
+    advance: Callable[[int], None] | None = None,
+    files: bool = False,
 ) -> FsckReport:
-    """Compare files and rows; with ``verify`` re-hash every committed file (else sizes only)."""
+    """Compare files and rows; with ``verify`` re-hash every committed file (else sizes only); with
+    ``files`` also check that every sample's image file is there."""
     store.check_owned()
     rows = shards.every_shard(catalog)
     index_paths = indexes.paths(catalog)
@@ -112,6 +187,8 @@ def fsck(
     report.orphans = sorted(on_disk | index_orphans)
     report.staged = sorted(_files_under(store, STAGING, STAGED_PATH, report.foreign))
     report.foreign.sort()
+    if files:
+        check_sample_files(catalog, report, advance)
     return report
 
 

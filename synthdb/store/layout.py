@@ -7,9 +7,10 @@ a cluster node) without rewriting the catalog.
 trusted as a store only when it carries synthdb's marker file ``.synthdb-store``, whose random id the
 workspace also records as ``store_id`` in ``synthdb.toml``. ``synthdb fsck`` and ``synthdb gc`` act on
 nothing else (:meth:`Store.check_owned`): a ``store = "../victim"`` finds no marker, and a workspace
-pointed at another workspace's store finds the other id. The id lives in ``synthdb.toml`` and not in
-the catalog so that no schema change is needed; workspaces that share a store (one catalog, many
-machines) share the id because ``synthdb init`` adopts the marker it finds. Workspaces made before
+pointed at another workspace's store finds the other id. Workspaces that share a store (one catalog, many
+machines) share the id because ``synthdb init`` adopts the marker it finds; the catalog records its
+store's id too (:mod:`synthdb.catalog.stores`), so that ``init`` finds or checks the team's store and
+opening a workspace refuses one with a store of its own. Workspaces made before
 markers existed get one from ``synthdb store adopt``, never by themselves: marking a store when the
 catalog merely lists shards there would let a crafted catalog re-enable the attack. Even inside a
 marked store, synthdb only ever deletes or reads files with the names it writes (``SHARD_PATH``,
@@ -115,10 +116,11 @@ def read_marker(root: Path) -> str | None:
     return found if isinstance(found, str) and re.fullmatch(_HEX, found) else None
 
 
-def _write_marker(root: Path) -> str:
-    """Mark ``root`` with a fresh id, unless a concurrent writer marked it first (then that id wins)."""
+def _write_marker(root: Path, store_id: str | None = None) -> str:
+    """Mark ``root`` with ``store_id`` (default: a fresh id), unless a concurrent writer marked it first
+    (then that id wins)."""
     root.mkdir(parents=True, exist_ok=True)
-    store_id = uuid.uuid4().hex
+    store_id = store_id or uuid.uuid4().hex
     tmp = root / f"{MARKER}.{store_id}.tmp"
     tmp.write_text(json.dumps({"store_id": store_id, "written_by": "synthdb"}) + "\n")
     try:
@@ -145,12 +147,14 @@ def claim_store(ws_root: Path) -> str:
     return store_id
 
 
-def adopt_store(ws: workspace.Workspace) -> str:
+def adopt_store(ws: workspace.Workspace, expected: str | None = None) -> str:
     """Mark ``ws.store`` as this workspace's store and record the id (``synthdb store adopt``).
 
     For workspaces made before stores carried markers. Unlike ``init``, this is what an error message
     tells people to run, so it refuses a folder that holds anything a store does not (a home folder a
     crafted ``synthdb.toml`` points at): only ``shards/``, ``indexes/``, ``staging/`` and the marker.
+    ``expected`` is the id the catalog records for its store: an unmarked folder gets that id (its marker
+    was lost), a folder marked as another store is refused.
     """
     if not ws.store.is_dir():
         raise SynthdbError(f"{ws.store} is not a folder: fix `store` in {ws.config_path}")
@@ -160,7 +164,13 @@ def adopt_store(ws: workspace.Workspace) -> str:
             f"{ws.store} holds {', '.join(other[:5])}{' ...' if len(other) > 5 else ''}, which no synthdb "
             f"store holds: not adopting it; fix `store` in {ws.config_path}"
         )
-    store_id = read_marker(ws.store) or _write_marker(ws.store)
+    found = read_marker(ws.store)
+    if expected is not None and found not in (None, expected):
+        raise SynthdbError(
+            f"{ws.store} is marked as store '{found}', but the catalog's shards are in store '{expected}': "
+            f"fix `store` in {ws.config_path} (or $SYNTHDB_STORE) to the folder where that store is mounted"
+        )
+    store_id = found or _write_marker(ws.store, expected)
     workspace.record_setting(ws.root, "store_id", store_id)
     return store_id
 

@@ -1,5 +1,8 @@
 """Vector shards as Parquet: ``sample_id``, ``identity_id`` and fixed-size float32 list columns.
 
+A vector of several dimensions (``w_plus``: num_ws x w_dim) is stored flat, one fixed-size list per row;
+its shape is recorded in the file's key-value metadata under ``synthdb.shapes``.
+
 One file holds the vectors of one work unit. Vectors are stored raw (embeddings are not normalised;
 distances normalise). Vector columns are written uncompressed and without dictionaries or
 statistics: float noise does not compress, and skipping those passes makes the write about 1.6x
@@ -8,6 +11,7 @@ faster. The id columns keep zstd and statistics so DuckDB can prune row groups w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,9 @@ from synthdb.errors import SynthdbError
 from synthdb.files import file_digest
 
 ID_COLUMNS = ("sample_id", "identity_id")
+SHAPES_KEY = "synthdb.shapes"
+"""File metadata key: JSON ``{column: per-row shape}``, so that readers (pyarrow, polars, DuckDB's
+``parquet_kv_metadata``) can reshape a flat ``w_plus`` of 7,168 values into (14, 512) without synthdb."""
 ROW_GROUP_ROWS = 65_536
 
 
@@ -81,13 +88,14 @@ def to_table(
             else pa.array(identity_ids, pa.int64())
         ),
     }
+    shapes = {}
     for name, array in vectors.items():
         flat = np.ascontiguousarray(array, dtype=np.float32).reshape(len(array), -1)
         columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+        shapes[name] = [int(d) for d in np.shape(array)[1:]]
     table = pa.table(columns)
-    if metadata:
-        table = table.replace_schema_metadata({f"synthdb.{k}": v for k, v in metadata.items()})
-    return table
+    stored = {f"synthdb.{k}": v for k, v in (metadata or {}).items()}
+    return table.replace_schema_metadata({**stored, SHAPES_KEY: json.dumps(shapes, sort_keys=True)})
 
 
 def write_table(table: pa.Table, path: Path) -> WrittenFile:

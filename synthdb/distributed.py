@@ -1,31 +1,37 @@
-"""Langevin across processes and machines with torch.distributed (launched with ``torchrun``).
+"""Work spread over processes and machines with torch.distributed (launched with ``torchrun``).
 
-Langevin couples every identity to every other each iteration, so it cannot be cut into job-array
-shards. What costs is the generator + embedder pass with gradients; what couples is only the embeddings
-(N x D). So each rank owns a slice of identities (whole batches, in rank order), runs the network passes
-of its slice, and all-gathers the embeddings its repulsion needs and the forces and latents the shared
-quantities (adaptive timestep, statistics) need. Every rank holds the same full latents after each
-iteration; rank 0 alone reads and writes the catalog (run row, checkpoints, stats, final samples), so the
-catalog has each unit once and ``runs resume`` works as for one process, with any number of ranks.
+Two jobs cannot be cut into job-array shards and use this instead: Langevin (every identity is coupled to
+every other each iteration; :mod:`synthdb.generate.references`) and the exact pair histograms (every pair
+of a dataset; :mod:`synthdb.analysis.histogram`). Every rank loads what it needs, does its share of the
+work and exchanges the rest through the collectives here; rank 0 alone reads and writes the catalog and
+the output files, so the catalog has each unit once and ``runs resume`` works with any number of ranks.
 
-Batches are dealt whole (a rank's network passes see the one-process batch shapes), every rank evaluates
-the repulsion over all rows with the others' rows detached (the one-process matrix shapes), and every
-draw is the one-process draw (the random force of iteration t is one tensor for all identities), so on
-CPU a distributed run equals the one-process run bit for bit at the same torch thread count (torchrun
-sets ``OMP_NUM_THREADS=1``). That matters: at the reference's adaptive timestep, float noise in the latents
-grows about a hundredfold per iteration. gloo on CPU, NCCL on CUDA (``--device cuda`` becomes
-``cuda:$LOCAL_RANK``).
-A rank that dies leaves the others waiting in the next collective until torchrun stops them.
+What each job shares:
+
+- Langevin: each rank owns a slice of identities (whole batches, in rank order, :meth:`Group.split`),
+  runs the network passes of its slice and all-gathers (:meth:`Split.gather`) the embeddings its repulsion
+  needs and the forces and latents the shared quantities (adaptive timestep, statistics) need. Batches are
+  dealt whole (a rank's passes see the one-process batch shapes), every rank evaluates the repulsion over
+  all rows with the others' rows detached, and every draw is the one-process draw, so on CPU a distributed
+  run equals the one-process run bit for bit at the same torch thread count (torchrun sets
+  ``OMP_NUM_THREADS=1``). That matters: at the reference's adaptive timestep, float noise in the latents
+  grows about a hundredfold per iteration.
+- Histograms: tiles of pairs are dealt to the ranks (:meth:`Group.deal`) and the integer counts summed
+  (:meth:`Group.total`): integers add up exactly in any order, so the counts equal one process's.
+
+gloo on CPU, NCCL on CUDA (``--device cuda`` becomes ``cuda:$LOCAL_RANK``). A rank that dies leaves the
+others waiting in the next collective until torchrun stops them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -60,6 +66,11 @@ class Group:
         bounds = [min((r * per + min(r, extra)) * batch_size, n) for r in range(self.size + 1)]
         return Split(self, bounds)
 
+    def deal(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of ``items``: every ``size``-th one from its rank on (neighbouring items,
+        often of similar cost, go to different ranks)."""
+        return list(items[self.rank :: self.size])
+
     def share(self, make: Callable[[], T] | None = None) -> T:
         """``make()`` run on rank 0 (the other ranks pass nothing) and its result on every rank; rank 0's
         error becomes every rank's error, so no rank waits forever for a leader that failed."""
@@ -79,8 +90,33 @@ class Group:
             raise SynthdbError(f"rank 0 stopped ({value}): see its output")
         return value  # type: ignore[return-value]
 
+    def total(self, counts: np.ndarray) -> np.ndarray:
+        """The element-wise sum over the ranks of an int64 array, on every rank: exact in any order."""
+        if self.size == 1:
+            return counts
+        summed = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int64))
+        on = _collective_device()
+        moved = summed.to(on)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        return moved.cpu().numpy()
+
+    def collect(self, value: T) -> list[T]:
+        """Every rank's ``value`` (a small picklable object), in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        out: list[object] = [None] * self.size
+        dist.all_gather_object(out, value)
+        return out  # type: ignore[return-value]
+
 
 SOLO = Group()
+
+
+def _collective_device() -> torch.device:
+    """Where tensors must be for the group's collectives: the current GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
