@@ -11,7 +11,7 @@ FACE_GENERATOR := gan-face-generate==1.1.1
 PG_DEFAULT := postgresql://postgres@127.0.0.1:5432/test
 export SYNTHDB_TEST_POSTGRES_URL ?= $(shell pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && echo $(PG_DEFAULT))
 
-.PHONY: demo test stress bench lint clean
+.PHONY: demo test stress bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ test: $(STAMP)
 
 # Full-size stress cases (e.g. the 10,000-image resumable exports); `make test` runs them at a bounded size.
 stress: $(STAMP)
-	SYNTHDB_STRESS=1 SYNTHDB_STRESS_REPORT=$${SYNTHDB_STRESS_REPORT:-stress-report.json} $(BIN)/python -m pytest -q tests/stress tests/test_export_resume.py tests/test_generate_acceptance.py tests/test_fuzz_*.py tests/test_hostile_*.py
+	SYNTHDB_STRESS=1 SYNTHDB_STRESS_REPORT=$${SYNTHDB_STRESS_REPORT:-stress-report.json} $(BIN)/python -m pytest -q tests/stress tests/export/test_resume.py tests/generate/test_acceptance.py tests/test_fuzz_*.py tests/test_hostile_*.py tests/*/test_hostile_*.py tests/analysis/test_sql_guard.py
 
 bench: $(STAMP)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Every bench/*_gpu.py in one run under a time budget, for a machine lent with a GPU.
+bench-gpu: $(STAMP)
+	bench/run_gpu.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check synthdb cli migrations tests bench

@@ -23,7 +23,7 @@ from synthdb.catalog.schema import RunStatus
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 
-NAME_PARAMS = ("name", "dataset", "references", "avoid", "against", "projections")
+NAME_PARAMS = ("name", "dataset", "query", "references", "avoid", "against", "projections")
 """Run parameters that name a dataset a run writes into or reads."""
 
 
@@ -87,11 +87,16 @@ def rename_dataset(ctx: Context, name: str, new_name: str) -> DatasetRow:
     details = show_dataset(ctx, name)
     _check_not_in_use(ctx, details, "rename")
     unfinished = [r for r in details.writers if r.kind in RESUMABLE and r.status != RunStatus.SUCCEEDED]
+    unfinished += [  # e.g. an interrupted variations run whose --references is this dataset
+        r
+        for r in runs.unfinished(ctx.catalog, RESUMABLE)
+        if any(r.params.get(k) == name for k in NAME_PARAMS)
+    ]
     if unfinished:
         run = unfinished[-1]
         raise SynthdbError(
-            f"run {run.id} ({run.kind}) left dataset '{name}' unfinished and resumes it by that name: finish "
-            f"it with `synthdb runs resume {run.id}` (or delete the dataset) before renaming it"
+            f"run {run.id} ({run.kind}) is unfinished and finds dataset '{name}' by that name when resumed: "
+            f"finish it with `synthdb runs resume {run.id}` (or delete its output) before renaming it"
         )
     datasets.rename(ctx.catalog, details.dataset.id, new_name)
     return datasets.get_dataset(ctx.catalog, new_name)
@@ -106,5 +111,6 @@ def delete_dataset(
     _check_not_in_use(ctx, details, "delete")
     if not confirm(details):
         return None
+    _check_not_in_use(ctx, show_dataset(ctx, name), "delete")  # a run may have started during the question
     datasets.delete(ctx.catalog, details.dataset.id)
     return details

@@ -13,7 +13,8 @@ never silently: the sample's vector is of one face among several.
 
 A dataset's embeddings of one model come from one detector: the vectors of two alignments are not
 comparable, so a run with another ``detector`` than the one that made them is refused, naming both, and
-``replace`` retires them (and the model's issues) to re-embed everything. Workers hand over a few images
+``replace`` retires what embed runs made (and the model's issues) to re-embed every image; vectors that
+other runs made (a generator's own, an imported samples.h5) stay. Workers hand over a few images
 at a time (:data:`DETECT_CHUNK`), so progress moves every few images, not once per committed unit.
 """
 
@@ -211,15 +212,17 @@ def embed_dataset(
     card = get_card(model)
     dataset_id, root = _dataset_row(ctx, dataset)
     report = EmbedReport(dataset=dataset, model=model, detector=detector)
+    # with --replace, load the model before anything is retired: one that fails to load changes nothing
+    embedder = zoo.embedder(ctx, model, device) if replace else None
     if replace:
-        report.replaced = shards.retire_space(ctx.catalog, dataset_id, ShardContent.EMBEDDING, model)
+        report.replaced = shards.retire_embedded(ctx.catalog, dataset_id, ShardContent.EMBEDDING, model)
     else:
         check_detector(ctx, dataset_id, dataset, model, detector)
     pending, report.already_done = _pending(ctx, dataset_id, model)
     if not pending:
         report.issues = issues.counts(ctx.catalog, dataset_id, model)
         return report
-    embedder = zoo.embedder(ctx, model, device)
+    embedder = embedder or zoo.embedder(ctx, model, device)
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     units = [pending[i : i + unit_size] for i in range(0, len(pending), unit_size)]
     step = DETECT_CHUNK
@@ -237,6 +240,7 @@ def embed_dataset(
         "batch_size": batch_size,
         "unit_size": unit_size,
         "weights_sha256": card.sha256 or None,
+        "replace": replace,
     }
     with recorded_run(ctx.catalog, RunKind.EMBED, algorithm=f"{model}/{detector}", params=params) as run_id:
         report.run_id = run_id

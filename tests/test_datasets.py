@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from synthdb import datasets as api
 from synthdb.analysis.index import build_index
@@ -23,13 +22,13 @@ from synthdb.analysis.query import query
 from synthdb.catalog import runs
 from synthdb.catalog.datasets import create_dataset, find_dataset
 from synthdb.catalog.schema import DatasetKind, RunKind, RunStatus, ShardContent
-from synthdb.cli.main import cli
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.sources.registry import import_named
 from synthdb.store.commit import NewSamples, ShardSpec, TableSpec, commit
 from synthdb.store.fsck import fsck, gc
-from tests.test_importers import png_bytes, touch
+from tests.conftest import CliRun
+from tests.sources.test_databases import png_bytes, touch
 
 
 def make_vectors(
@@ -61,12 +60,6 @@ def make_folder(ctx: Context, root: Path, name: str = "photos") -> None:
         for k in range(2):
             touch(root / person / f"{k}.png", png_bytes())
     import_named(ctx, "imagefolder", root, name=name)
-
-
-def _cli(*args: str, stdin: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), input=stdin)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
 
 
 def _one_line(excinfo: pytest.ExceptionInfo[SynthdbError]) -> str:
@@ -142,12 +135,24 @@ def test_rename_and_delete_refuse_while_a_run_uses_the_dataset(sqlite_ctx: Conte
         api.rename_dataset(ctx, "gen", "gen-renamed")  # resume finds its output by the recorded name
     _one_line(unfinished)
     assert api.delete_dataset(ctx, "gen", lambda _details: True) is not None
+    make_vectors(ctx, "refs")  # an interrupted variations run finds its --references by name when resumed
+    variations = runs.start_run(
+        ctx.catalog, RunKind.VARIATIONS, "dispersion", {"name": "v", "references": "refs"}
+    )
+    runs.finish_run(ctx.catalog, variations, RunStatus.INTERRUPTED)
+    with pytest.raises(SynthdbError, match=f"runs resume {variations}"):
+        api.rename_dataset(ctx, "refs", "refs-renamed")
 
 
 @pytest.mark.parametrize(
     ("new_name", "why"),
-    [("", "not a usable dataset name"), ("a\nb", "not a usable dataset name"), ("x" * 201, "not a usable"),
-     ("\x1b[31mred", "not a usable dataset name"), ("taken", "exists already")],
+    [
+        ("", "not a usable dataset name"),
+        ("a\nb", "not a usable dataset name"),
+        ("x" * 201, "not a usable"),
+        ("\x1b[31mred", "not a usable dataset name"),
+        ("taken", "exists already"),
+    ],
 )
 def test_rename_refuses_bad_and_taken_names(sqlite_ctx: Context, new_name: str, why: str) -> None:
     make_vectors(sqlite_ctx, "gen")
@@ -158,23 +163,23 @@ def test_rename_refuses_bad_and_taken_names(sqlite_ctx: Context, new_name: str, 
     assert find_dataset(sqlite_ctx.catalog, "gen") is not None
 
 
-def test_cli_delete_needs_yes_without_a_terminal(sqlite_ctx: Context) -> None:
+def test_cli_delete_needs_yes_without_a_terminal(sqlite_ctx: Context, synthdb_cli: CliRun) -> None:
     """Piped (no terminal to ask on) the delete is refused in one line, never waiting for input."""
     make_vectors(sqlite_ctx, "gen")
     ws = str(sqlite_ctx.ws.root)
-    code, output = _cli("-w", ws, "datasets", "delete", "gen", stdin="y\n")
-    assert code == 1 and output.count("\n") == 1 and "needs --yes (no terminal to ask on)" in output
+    output = synthdb_cli("datasets", "delete", "gen", ws=ws, input="y\n", code=1).output
+    assert output.count("\n") == 1 and "needs --yes (no terminal to ask on)" in output
     assert find_dataset(sqlite_ctx.catalog, "gen") is not None
-    code, output = _cli("-w", ws, "datasets", "list")
-    assert code == 0 and output.startswith("gen ")
-    code, output = _cli("-w", ws, "datasets", "show", "gen")
-    assert code == 0 and "reference" in output and "shards embedding" in output
-    code, output = _cli("-w", ws, "datasets", "rename", "gen", "renamed")
-    assert code == 0 and "is now 'renamed'" in output
-    code, output = _cli("-w", ws, "datasets", "delete", "renamed", "--yes")
-    assert code == 0 and "synthdb gc` removes its 2 shard files" in output
-    code, output = _cli("-w", ws, "datasets", "show", "renamed")
-    assert code == 1 and output.count("\n") == 1 and "no dataset named 'renamed'" in output
+    output = synthdb_cli("datasets", "list", ws=ws, code=0).output
+    assert output.startswith("gen ")
+    output = synthdb_cli("datasets", "show", "gen", ws=ws, code=0).output
+    assert "reference" in output and "shards embedding" in output
+    output = synthdb_cli("datasets", "rename", "gen", "renamed", ws=ws, code=0).output
+    assert "is now 'renamed'" in output
+    output = synthdb_cli("datasets", "delete", "renamed", "--yes", ws=ws, code=0).output
+    assert "synthdb gc` removes its 2 shard files" in output
+    output = synthdb_cli("datasets", "show", "renamed", ws=ws, code=1).output
+    assert output.count("\n") == 1 and "no dataset named 'renamed'" in output
 
 
 def _delete_on_a_terminal(ws: Path, answer: bytes) -> str:

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synthdb.analysis.histogram import scan, tiles
 from synthdb.catalog.datasets import create_dataset
 from synthdb.context import Context
 from synthdb.distributed import SOLO, Group
 from synthdb.store.commit import NewSamples, ShardSpec, commit
-from tests.test_generate_distributed import free_port, one_thread, torchrun
+from tests.generate.test_distributed import free_port, one_thread, torchrun
 
 TILE = (40, 72)  # small tiles: 600 samples make 120 of them, dealt to both ranks
 CASES = {"angle": ("angle", True), "euclidean": ("euclidean", True), "intra": ("angle", False)}
@@ -61,6 +62,7 @@ def counts_of(x: np.ndarray, ids: np.ndarray, group: Group = SOLO) -> dict[str, 
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks_count_every_pair_like_one_process(tmp_path: Path) -> None:
     x, ids = clustered(60, 10, 24, seed=5)
     np.savez(tmp_path / "data.npz", x=x, ids=ids)
@@ -99,6 +101,7 @@ def test_tiles_are_dealt_to_ranks_once_each() -> None:
     assert pairs + squares == 40 * 39 // 2
 
 
+@pytest.mark.slow
 def test_cli_histogram_under_torchrun_reports_once_like_one_process(sqlite_ctx: Context) -> None:
     ctx = sqlite_ctx
     x, ids = clustered(130, 10, 16, seed=6)  # 1,300 samples: two panels of the default CPU tiles

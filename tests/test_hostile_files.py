@@ -41,8 +41,9 @@ from synthdb.sources.listing import METADATA_BYTES
 from synthdb.sources.registry import import_named
 from synthdb.store.hdf5 import H5Sample, SampleCollection
 from synthdb.untrusted import MAX_IMAGE_BYTES
+from tests.conftest import CliRun
+from tests.sources.test_databases import BUILDERS, build_collection, build_ffhq, build_ijbc, build_lfw, touch
 from tests.stress.harness import STATS
-from tests.test_importers import BUILDERS, build_collection, build_ffhq, build_ijbc, build_lfw, touch
 
 
 @pytest.fixture
@@ -732,17 +733,6 @@ def _set_store(ctx: Context, store: str) -> None:
     )
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Exit code and output of the real command line, run in this process."""
-    from click.testing import CliRunner
-
-    from synthdb.cli.main import cli
-
-    result = CliRunner().invoke(cli, list(args), env=env)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
-
-
 POINTED_ELSEWHERE = {
     "store = '../victim'": lambda ctx, victim: (_set_store(ctx, "../victim"), {})[1],
     "store = '/abs/victim'": lambda ctx, victim: (_set_store(ctx, str(victim)), {})[1],
@@ -752,7 +742,7 @@ POINTED_ELSEWHERE = {
 
 @pytest.mark.parametrize("how", list(POINTED_ELSEWHERE))
 def test_gc_and_fsck_refuse_a_folder_that_is_not_a_store(
-    sqlite_ctx: Context, tmp_path: Path, how: str
+    sqlite_ctx: Context, tmp_path: Path, how: str, synthdb_cli: CliRun
 ) -> None:
     """Regression: with ``store = "../victim"`` in synthdb.toml, ``synthdb gc`` deleted files synthdb never
     wrote. A folder without the marker is neither checked nor cleaned: one line, every file kept."""
@@ -761,11 +751,11 @@ def test_gc_and_fsck_refuse_a_folder_that_is_not_a_store(
     env = POINTED_ELSEWHERE[how](sqlite_ctx, victim)
     ws = str(sqlite_ctx.ws.root)
     for command in (["gc", "--min-age", "0"], ["fsck"]):
-        code, output = _cli("-w", ws, *command, env=env)
-        assert code == 1 and output.count("\n") == 1 and "carries no .synthdb-store marker" in output
+        output = synthdb_cli(*command, ws=ws, env=env, code=1).output
+        assert output.count("\n") == 1 and "carries no .synthdb-store marker" in output
         assert "synthdb store adopt" in output
-    code, output = _cli("-w", ws, "store", "adopt", env=env)  # what the message suggests
-    assert code == 1 and "holds notes.txt, which no synthdb store holds: not adopting it" in output
+    output = synthdb_cli("store", "adopt", ws=ws, env=env, code=1).output  # what the message suggests
+    assert "holds notes.txt, which no synthdb store holds: not adopting it" in output
     assert _untouched(files) and not (victim / ".synthdb-store").exists()
     STATS["hostile_inputs"] += 1
 
@@ -814,7 +804,7 @@ def test_a_second_workspace_on_a_shared_store_joins_its_marker(tmp_path: Path) -
     STATS["hostile_inputs"] += 1
 
 
-def test_a_workspace_made_before_markers_adopts_its_store(sqlite_ctx: Context) -> None:
+def test_a_workspace_made_before_markers_adopts_its_store(sqlite_ctx: Context, synthdb_cli: CliRun) -> None:
     """Old workspaces are never marked behind the user's back (a crafted catalog could then re-enable the
     attack); fsck says what to run, and ``synthdb store adopt`` makes them work again."""
     ws = sqlite_ctx.ws
@@ -822,12 +812,12 @@ def test_a_workspace_made_before_markers_adopts_its_store(sqlite_ctx: Context) -
     ws.config_path.write_text(
         "".join(line for line in ws.config_path.open() if not line.startswith("store_id"))
     )
-    code, output = _cli("-w", str(ws.root), "fsck")
-    assert code == 1 and "carries no .synthdb-store marker" in output and "synthdb store adopt" in output
-    code, output = _cli("-w", str(ws.root), "store", "adopt")
-    assert code == 0 and "is this workspace's store" in output
-    code, output = _cli("-w", str(ws.root), "fsck")
-    assert code == 0 and output.startswith("clean: ")
+    output = synthdb_cli("fsck", ws=str(ws.root), code=1).output
+    assert "carries no .synthdb-store marker" in output and "synthdb store adopt" in output
+    output = synthdb_cli("store", "adopt", ws=str(ws.root), code=0).output
+    assert "is this workspace's store" in output
+    output = synthdb_cli("fsck", ws=str(ws.root), code=0).output
+    assert output.startswith("clean: ")
     STATS["hostile_inputs"] += 1
 
 

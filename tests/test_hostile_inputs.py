@@ -65,7 +65,7 @@ def test_symlink_loops_and_non_utf8_names_do_not_stop_an_import(sqlite_ctx: Cont
 
 
 def test_truncated_hdf5_samples_file_is_one_clear_error(sqlite_ctx: Context, tmp_path: Path) -> None:
-    from tests.test_importers import build_collection
+    from tests.sources.test_databases import build_collection
 
     build_collection(tmp_path / "demo")
     path = tmp_path / "demo" / "samples.h5"

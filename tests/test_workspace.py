@@ -11,6 +11,7 @@ from synthdb.analysis.query import query
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.store.fsck import fsck
+from tests.conftest import CliRun
 
 
 def test_init_creates_config_catalog_and_store(tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ def test_a_store_that_is_not_the_teams_is_refused_on_init(catalog_url: str, tmp_
     other.close()
 
 
-def test_opening_a_workspace_whose_store_is_another_is_refused(tmp_path: Path) -> None:
+def test_opening_a_workspace_whose_store_is_another_is_refused(tmp_path: Path, synthdb_cli: CliRun) -> None:
     """A workspace made before the check (store of its own, recorded in its synthdb.toml) is refused when
     opened, in one line that names the team's store and the fix, at the CLI too; pointing ``store`` at the
     team's folder fixes it, and ``store adopt`` records the right id."""
@@ -178,8 +179,8 @@ def test_opening_a_workspace_whose_store_is_another_is_refused(tmp_path: Path) -
     with pytest.raises(SynthdbError, match=mismatch) as refused:
         Context.open(broken)
     assert "synthdb store adopt" in _one_line(refused) and str(first.store.root) in str(refused.value)
-    code, output = _cli("-w", str(broken), "query", "SELECT 1")
-    assert code == 1 and output.count("\n") == 1 and "this catalog's shards are in store" in output
+    output = synthdb_cli("query", "SELECT 1", ws=str(broken), code=1).output
+    assert output.count("\n") == 1 and "this catalog's shards are in store" in output
     workspace.record_setting(broken, "store", str(first.store.root))
     with Context.open(broken) as fixed:  # the marker proves the folder before synthdb.toml is fixed
         assert fixed.store.root == first.store.root
@@ -230,11 +231,3 @@ def test_adopt_restores_a_lost_marker_only_where_the_shards_are(tmp_path: Path) 
     ctx.close()
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    from click.testing import CliRunner
-
-    from synthdb.cli.main import cli
-
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output

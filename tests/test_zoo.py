@@ -20,6 +20,7 @@ from synthdb.faces.embed import Embedder
 from synthdb.files import sha256_hex
 from synthdb.nets.cards import get_card, list_cards
 from synthdb.nets.iresnet import IResNet
+from tests.conftest import CliRun
 
 
 def _iresnet_file(path: Path, depth: int = 34) -> Path:
@@ -78,7 +79,7 @@ def test_add_loads_generator_files_before_registering(
     or registered, as embedders are: a crafted or foreign file leaves no file and no row; a sound one is
     added."""
     from synthdb.nets.generator import TINY, Generator
-    from tests.test_hostile_pickles import PICKLES, saved_generator, zip_bomb
+    from tests.nets.test_hostile_pickles import PICKLES, saved_generator, zip_bomb
 
     path = tmp_path / "weights.bin"
     if hostile in PICKLES:
@@ -309,6 +310,7 @@ def assert_made_with(ctx: Context, other: Context, name: str) -> None:
 REFERENCES = ["generate", "references", "--num-identities", "2", "--algorithm", "random", "--batch-size", "2"]
 
 
+@pytest.mark.slow
 def test_references_from_outside_the_workspace_use_its_models(
     two_workspaces: tuple[Context, Context], tmp_path: Path
 ) -> None:
@@ -330,7 +332,7 @@ def test_references_from_outside_the_workspace_use_its_models(
 
 
 def test_commands_run_inside_another_workspace_use_the_named_ones_models(
-    two_workspaces: tuple[Context, Context], monkeypatch: pytest.MonkeyPatch
+    two_workspaces: tuple[Context, Context], monkeypatch: pytest.MonkeyPatch, synthdb_cli: CliRun
 ) -> None:
     """The report's second half (inside another workspace its models were used silently), for references
     and for the other commands that load a card: variations, a dataset's images, a single image."""
@@ -343,7 +345,7 @@ def test_commands_run_inside_another_workspace_use_the_named_ones_models(
     monkeypatch.delenv("SYNTHDB_WORKSPACE", raising=False)
 
     def run(*args: str) -> str:
-        return cli_run(ws, *args)
+        return synthdb_cli(*args, "-q", ws=ws, code=0).output
 
     run(*REFERENCES, "--name", "refs", "--generator", CARD)
     assert_made_with(ws, other, "refs")
@@ -370,7 +372,7 @@ def test_commands_run_inside_another_workspace_use_the_named_ones_models(
 
 
 @pytest.fixture(scope="module")
-def with_iresnet50(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
+def with_iresnet50(tmp_path_factory: pytest.TempPathFactory, synthdb_cli: CliRun) -> Iterator[Context]:
     """A workspace to which `synthdb models add iresnet50 --file F` added a valid file for the card: the
     architecture, randomly initialised (no download)."""
     from synthdb.admin import init_workspace
@@ -379,48 +381,42 @@ def with_iresnet50(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context
     torch.manual_seed(0)
     torch.save(IResNet(50, bn_eps=2e-5).state_dict(), top / "iresnet50.pth")
     ctx = init_workspace(top / "ws", models_dir=str(top / "models"))
-    cli_run(ctx, "models", "add", "iresnet50", "--file", str(top / "iresnet50.pth"))
+    synthdb_cli("models", "add", "iresnet50", "--file", str(top / "iresnet50.pth"), "-q", ws=ctx, code=0)
     try:
         yield ctx
     finally:
         ctx.close()
 
 
-def cli_run(ctx: Context, *args: str) -> str:
-    """``synthdb -w WS ARGS -q`` in this process; its output, once it succeeded."""
-    from click.testing import CliRunner
-
-    from synthdb.cli.main import cli
-
-    result = CliRunner().invoke(cli, ["-w", str(ctx.ws.root), *args, "-q"])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 TINY_WITH_IRESNET50 = ("--generator", "stylegan2-tiny", "--embedder", "iresnet50")
 
 
-def test_an_added_embedder_is_ready(with_iresnet50: Context) -> None:
-    listed = cli_run(with_iresnet50, "models", "list", "--kind", "embedder")
+def test_an_added_embedder_is_ready(with_iresnet50: Context, synthdb_cli: CliRun) -> None:
+    listed = synthdb_cli("models", "list", "--kind", "embedder", "-q", ws=with_iresnet50, code=0).output
     assert {row.split()[0]: row.split()[2] for row in listed.splitlines()}["iresnet50"] == "ready"
     dest = with_iresnet50.ws.models_dir / get_card("iresnet50").file
-    shown = cli_run(with_iresnet50, "models", "show", "iresnet50")
+    shown = synthdb_cli("models", "show", "iresnet50", "-q", ws=with_iresnet50, code=0).output
     assert re.search(rf"^weights +{re.escape(str(dest))}$", shown, re.M)
 
 
-def test_references_and_variations_use_an_added_embedder(with_iresnet50: Context) -> None:
+def test_references_and_variations_use_an_added_embedder(
+    with_iresnet50: Context, synthdb_cli: CliRun
+) -> None:
     """The report: after `models add iresnet50 --file F` the model was "ready", yet `generate references
     --embedder iresnet50` refused it (it looked for a shipped file); variations loaded it the same way."""
     from synthdb.analysis.vectors import load_vectors
 
-    cli_run(with_iresnet50, *REFERENCES, "--name", "refs", *TINY_WITH_IRESNET50)
+    synthdb_cli(*REFERENCES, "--name", "refs", *TINY_WITH_IRESNET50, "-q", ws=with_iresnet50, code=0)
     assert load_vectors(with_iresnet50, "refs", "iresnet50").vectors.shape == (2, 512)
-    cli_run(with_iresnet50, "generate", "variations", "--references", "refs", "--name", "vars",
-            *TINY_WITH_IRESNET50, "--num-variations", "2", "--dispersion-iterations", "0")  # fmt: skip
+    synthdb_cli("generate", "variations", "--references", "refs", "--name", "vars", *TINY_WITH_IRESNET50,
+                "--num-variations", "2", "--dispersion-iterations", "0", "-q",
+                ws=with_iresnet50, code=0)  # fmt: skip
     assert load_vectors(with_iresnet50, "vars", "iresnet50").vectors.shape == (4, 512)
 
 
-def test_projection_uses_an_added_embedder(with_iresnet50: Context, tmp_path: Path) -> None:
+def test_projection_uses_an_added_embedder(
+    with_iresnet50: Context, tmp_path: Path, synthdb_cli: CliRun
+) -> None:
     """The report's second command: `project --embedder iresnet50` (its features as the perceptual loss)."""
     from PIL import Image
 
@@ -430,8 +426,9 @@ def test_projection_uses_an_added_embedder(with_iresnet50: Context, tmp_path: Pa
     with torch.no_grad():
         image = Generator.tiny("stylegan2-tiny").synthesis(torch.zeros(1, 512))
     Image.fromarray(to_uint8(image)[0]).save(tmp_path / "face.png")
-    said = cli_run(with_iresnet50, "project", str(tmp_path / "face.png"), "--name", "proj",
-                   *TINY_WITH_IRESNET50, "--perceptual", "embedder", "--steps", "2")  # fmt: skip
+    said = synthdb_cli("project", str(tmp_path / "face.png"), "--name", "proj", *TINY_WITH_IRESNET50,
+                       "--perceptual", "embedder", "--steps", "2", "-q",
+                       ws=with_iresnet50, code=0).output  # fmt: skip
     assert "1 of 1 targets projected" in said and "perceptual loss embedder" in said
     (project,) = [r for r in list_runs(with_iresnet50.catalog) if r.kind == "project"]
     assert (project.status, project.params["embedder"]) == ("succeeded", "iresnet50")

@@ -166,8 +166,13 @@ def evaluate_pairs(ctx: Context, params: EvaluateParams) -> PairEvaluation:
 # ------------------------------------------------------------------------------------------------ pairs
 
 
+TRAINING_GROUPS = ("train", "training")
+"""Protocol groups whose pairs are for tuning, left out of the score unless asked for by ``--group``."""
+
+
 def _protocol_pairs(ctx: Context, did: int, dataset: str, protocol: str | None, group: str | None) -> PairSet:
-    """The pairs of a protocol's groups (``group``, else every group with pairs, in name order)."""
+    """The pairs of a protocol's groups (``group``, else every group with pairs but the training ones, in
+    name order)."""
     found = protocols.protocols_of(ctx.catalog, did)
     with_pairs = {name: pid for name, pid in found.items() if protocols.groups_with_pairs(ctx.catalog, pid)}
     if protocol is None:
@@ -186,9 +191,10 @@ def _protocol_pairs(ctx: Context, did: int, dataset: str, protocol: str | None, 
     groups = protocols.groups_with_pairs(ctx.catalog, with_pairs[protocol])
     if group is not None and group not in groups:
         raise SynthdbError(f"protocol '{protocol}' has pairs in groups {', '.join(groups)}: pick one of them")
-    chosen = [group] if group else groups
+    # without --group: every group but the training ones (LFW View 1's train pairs are for tuning)
+    chosen = [group] if group else [g for g in groups if g not in TRAINING_GROUPS] or groups
     rows = (row for name in chosen for row in protocols.iter_pairs(ctx.catalog, with_pairs[protocol], name))
-    source = f"protocol {protocol}" + (f" group {group}" if group else "")
+    source = f"protocol {protocol}" + (f" group {', '.join(chosen)}" if chosen != groups else "")
     return _pair_set(ctx, did, source, _sides(rows))
 
 

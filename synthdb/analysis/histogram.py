@@ -19,19 +19,25 @@ each tile is the matrix product and then integer work only:
 4. The all-pairs counts and the intra-class counts come from the same tile values, so
    ``inter = all - intra`` is exact and ``inter + intra = N(N-1)/2``.
 
-Only a ``rows x cols`` tile is ever held, never N x N. On CPU the per-tile integer work is split over the
-torch threads (bincount and NumPy gathers release the GIL); on a CUDA device every step is a torch op on
-the GPU. The fine cell counts are kept: they give the score distributions, EER and the mean distance of
-``separability`` at 2^-20 resolution without a second pass.
+Only a ``rows x cols`` tile per worker is ever held, never N x N. On the CPU one worker thread per torch
+thread takes tile after tile and runs torch single-threaded: a tile's GEMM and its binning passes run on
+one core, with no fork and join between a tile's dozen ops, one worker's binning overlapping another's
+GEMM, and tiles small enough (4 MiB of ``t``) that the passes read them from the cache the GEMM wrote them
+to. The counts are integers summed over the workers and the closest pair breaks ties on ``(i, j)``, so
+neither depends on the thread count or on which worker visited which tile. On a CUDA device one worker
+runs every step as a torch op on the GPU. The fine cell counts are kept: they give the score
+distributions, EER and the mean distance of ``separability`` at 2^-20 resolution without a second pass.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +62,7 @@ SPACES = {ShardContent.EMBEDDING: ANGLE, ShardContent.LATENT: EUCLIDEAN}
 CLASSES = ("inter", "intra", "both")
 CELLS = 1 << 20
 _U32 = 2.0**-24  # unit roundoff of float32
-CPU_TILE = (1024, 16_384)  # rows of a panel, columns of a tile
-SPLIT_VALUES = 1 << 20  # values of one ``add`` worth splitting over the CPU threads
+CPU_TILE = (256, 4096)  # rows of a panel, columns of a tile: 4 MiB of ``t``, binned while still in cache
 SAMPLE_VALUES = 1 << 21  # vector entries gathered per chunk of sampled pairs (16 MiB in float64)
 GPU_TILE = (8192, 65_536)
 
@@ -88,7 +93,8 @@ class EdgeBinner:
     ``edges`` are distance edges (radians, or latent units), ascending; bins are ``[e_k, e_k+1)`` and the last
     is closed, as in NumPy and the reference. ``t`` relates to the distance by ``cos`` (angles: ``t`` is a
     cosine, clamped to [-1, 1]) or by squaring (Euclidean: ``t`` is a squared distance, clamped at 0).
-    Counts are laid out as ``[below, bin 0 .. bin B-1, above]``.
+    Counts are laid out as ``[below, bin 0 .. bin B-1, above]``. A binner holds no state of a scan: the
+    threads of one scan share it, each with its own counts and scratch buffers.
     """
 
     def __init__(
@@ -98,7 +104,6 @@ class EdgeBinner:
         t_range: tuple[float, float],
         tolerance: float,
         device: torch.device,
-        threads: int = 1,
     ) -> None:
         self.metric, self.device, self.tolerance = metric, device, tolerance
         self.edges = np.asarray(edges, np.float64)
@@ -110,33 +115,39 @@ class EdgeBinner:
             self.t_edges = self.edges**2
             self.clamp = (0.0, math.inf)
         self._t_edges_dev = torch.from_numpy(self.t_edges).to(device)
-        t_lo, t_hi = t_range
-        self.scale = CELLS / (t_hi - t_lo)
-        self.offset = -t_lo * self.scale
+        self.t_lo = t_range[0]
+        self.scale = CELLS / (t_range[1] - t_range[0])
+        self.offset = -self.t_lo * self.scale
         self._offset32 = torch.tensor(self.offset, dtype=torch.float32, device=device)
-        self.cell_lo = t_lo + np.arange(CELLS, dtype=np.float64) / self.scale  # cell j covers [lo_j, lo_j+1)
         flags = np.zeros(CELLS, np.bool_)
         flags[[0, -1]] = True
         reach = tolerance * self.scale + 1.0
         for t in self.t_edges:
-            centre = (t - t_lo) * self.scale
+            centre = (t - self.t_lo) * self.scale
             lo, hi = int(math.floor(centre - reach)), int(math.floor(centre + reach))
             flags[max(lo, 0) : min(hi, CELLS - 1) + 1] = True
         self.flagged = flags
-        mids = torch.from_numpy(self.cell_lo + 0.5 / self.scale)
-        self.lut = self.exact_bins(mids, on=torch.device("cpu")).numpy()
+        self.lut = self._unflagged_bins()
         self._flags_dev = torch.from_numpy(flags).to(device)
-        self.threads = threads if device.type == "cpu" else 1
-        self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = [
-            self._buffer(0) for _ in range(self.threads)
-        ]
 
-    def _buffer(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            torch.empty(size, dtype=torch.float32, device=self.device),
-            torch.empty(size, dtype=torch.int32, device=self.device),
-        )
+    @functools.cached_property
+    def cell_lo(self) -> np.ndarray:
+        """Per fine cell its lower bound in ``t``: cell j covers ``[lo_j, lo_j+1)``."""
+        return self.t_lo + np.arange(CELLS, dtype=np.float64) / self.scale
+
+    def _unflagged_bins(self) -> np.ndarray:
+        """Per fine cell, the bin of every ``t`` in it when the cell is not flagged (a flagged cell's values
+        are binned one by one, so its entry is never read). Every edge lies in a flagged cell, so a run of
+        unflagged cells holds no edge and one ``exact_bins`` of its first cell's middle bins all of it: about
+        a thousand comparisons instead of one per cell."""
+        keep = ~self.flagged
+        starts = np.flatnonzero(keep & np.concatenate([[True], ~keep[:-1]]))
+        ends = np.flatnonzero(keep & np.concatenate([~keep[1:], [True]])) + 1
+        mids = torch.from_numpy(self.t_lo + (starts + 0.5) / self.scale)
+        per_run = self.exact_bins(mids, on=torch.device("cpu")).numpy()
+        lut = np.zeros(CELLS, np.int64)
+        lut[keep] = np.repeat(per_run, ends - starts)
+        return lut
 
     def new_counts(self) -> Counts:
         return Counts(
@@ -153,33 +164,17 @@ class EdgeBinner:
         out = torch.bucketize(t, edges, right=True)
         return torch.where(t == edges[-1], self.bins, out)
 
-    def add(self, values: torch.Tensor, counts: Sequence[Counts]) -> None:
-        """Count a contiguous tensor of ``t`` values into ``counts`` (one ``Counts`` per thread); values
-        too few to be worth a thread (the intra-class pairs of a tile) are counted by the caller's."""
-        flat = values.reshape(-1)
-        if flat.numel() == 0:
-            return
-        if self._pool is None or flat.numel() < SPLIT_VALUES:
-            self._add_part(flat, 0, counts[0])
-            return
-        step = -(-flat.numel() // self.threads)
-        jobs = [
-            self._pool.submit(self._add_part, flat[i * step : (i + 1) * step], i, counts[i])
-            for i in range(self.threads)
-            if i * step < flat.numel()
-        ]
-        for job in jobs:
-            job.result()
-
-    def _add_part(self, values: torch.Tensor, slot: int, counts: Counts) -> None:
-        """Cells by one multiply-add and a truncation, counted over the range of cells they span only
-        (no 2^20-cell array per call); the values in flagged cells are then binned exactly."""
+    def add(self, values: torch.Tensor, counts: Counts, scratch: torch.Tensor) -> None:
+        """Count a contiguous tensor of ``t`` values into ``counts``: cells by one multiply-add and a
+        truncation, counted over the range of cells they span only (no 2^20-cell array per call); the
+        values in flagged cells are then binned exactly. ``scratch`` (int32, at least as long as
+        ``values``) is the caller's, reused from tile to tile so that it stays in cache."""
         n = values.numel()
-        xbuf, ibuf = self._buffers[slot]
-        if xbuf.numel() < n:
-            xbuf, ibuf = self._buffers[slot] = self._buffer(n)
-        x, cells = xbuf[:n], ibuf[:n]
-        torch.add(self._offset32, values, alpha=self.scale, out=x)
+        if n == 0:
+            return
+        cells = scratch[:n]
+        x = cells.view(torch.float32)  # the cells overwrite, in place, the values they truncate
+        torch.add(self._offset32, values.reshape(-1), alpha=self.scale, out=x)
         cells.copy_(x)  # truncation == floor: the grid starts below every possible t
         where = self._flagged(cells)
         lo, hi = (int(v) for v in torch.aminmax(cells))
@@ -187,7 +182,7 @@ class EdgeBinner:
         counts.fine[lo : hi + 1] += span.cpu().numpy()
         if where.numel() == 0:
             return
-        t = values[where].double()
+        t = values.reshape(-1)[where].double()
         counts.exact += torch.bincount(self.exact_bins(t), minlength=self.bins + 2).cpu().numpy()
         clamped = t.clamp(*self.clamp)
         i = torch.bucketize(clamped, self._t_edges_dev).clamp(1, len(self.t_edges) - 1)
@@ -214,10 +209,6 @@ class EdgeBinner:
         keep = ~self.flagged
         table = np.bincount(self.lut[keep], weights=counts.fine[keep], minlength=self.bins + 2)
         return np.rint(table).astype(np.int64) + counts.exact
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
 
 
 @dataclass
@@ -295,7 +286,7 @@ class PairScan:
         return float(from_cosine(t)) if self.metric == ANGLE else float(np.sqrt(max(t, 0.0)))
 
 
-@cache
+@functools.cache
 def _triangle(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions of the strict upper triangle of an n x n tile, and of the rest (diagonal included)."""
     rows, cols = np.triu_indices(n, 1)
@@ -364,6 +355,102 @@ def _better(a: Extreme, b: Extreme | None, largest: bool) -> bool:
     return a[1:] < b[1:]
 
 
+class _Worker:
+    """One thread's share of a scan: its GEMM output and binning scratch, sized for the largest tile and
+    reused from tile to tile (so a tile's binning passes read it from the cache its GEMM just wrote), its
+    counts and its closest inter-class pair."""
+
+    def __init__(
+        self,
+        binner: EdgeBinner,
+        factors: tuple[torch.Tensor, torch.Tensor],
+        blocks: tuple[np.ndarray, np.ndarray],
+        values: int,
+        all_pairs: bool,
+    ) -> None:
+        self.binner, (self.left, self.right), (self.lo_id, self.hi_id) = binner, factors, blocks
+        device = self.left.device
+        self.output = torch.empty(values, dtype=torch.float32, device=device)
+        self.scratch = torch.empty(values, dtype=torch.int32, device=device)
+        self.all = binner.new_counts() if all_pairs else None
+        self.intra = binner.new_counts()
+        self.extreme: Extreme | None = None
+
+    def visit(self, at: Tile) -> None:
+        """The tile's GEMM, its pairs counted, and its closest inter-class pair kept if it beats this
+        worker's closest so far."""
+        binner, device = self.binner, self.left.device
+        shape = (at.r1 - at.r0, at.c1 - at.c0)
+        out = self.output[: shape[0] * shape[1]].view(shape)
+        flat = torch.mm(self.left[at.r0 : at.r1], self.right[at.c0 : at.c1].T, out=out).view(-1)
+        positions = torch.from_numpy(_intra_positions(self.lo_id, self.hi_id, at.r0, at.r1, at.c0, at.c1))
+        positions = positions.to(device)
+        if at.diagonal and self.all is not None:
+            upper, rest = _triangle(shape[1], device)
+        if self.all is not None:
+            binner.add(flat[upper] if at.diagonal else flat, self.all, self.scratch)
+        if positions.numel():
+            binner.add(flat[positions], self.intra, self.scratch)
+        if self.all is None:
+            return
+        largest = binner.metric == ANGLE
+        worst = -math.inf if largest else math.inf
+        flat.index_fill_(0, positions, worst)
+        if at.diagonal:
+            flat.index_fill_(0, rest, worst)
+        value = float(flat.max() if largest else flat.min())  # no index: several times faster
+        if value == worst or (self.extreme is not None and _better(self.extreme, (value, -1, -1), largest)):
+            return
+        k = int((flat == value).to(torch.uint8).argmax())  # the first: the tile's smallest (i, j)
+        candidate = (value, at.r0 + k // shape[1], at.c0 + k % shape[1])
+        if _better(candidate, self.extreme, largest):
+            self.extreme = candidate
+
+
+def _in_threads(workers: Sequence[_Worker], work: Sequence[Tile], advance: Callable[[int], None]) -> None:
+    """Every worker on a thread of its own, visiting the next tile left until none is.
+
+    The threads run torch single-threaded: one thread per core doing a whole tile, GEMM and binning, with no
+    fork and join between the dozen ops of a tile, while the other cores do theirs (so one tile's binning
+    overlaps another's GEMM). Left alone, every op called on such a thread would start an OpenMP team as
+    wide as the caller's, oversubscribing the cores. ``torch.set_num_threads`` sets the calling thread's
+    OpenMP and MKL thread counts, and also torch's default for threads that start using torch later: the
+    caller's count is put back as soon as every worker has set its own, and again when they are done."""
+    caller = torch.get_num_threads()  # read before any worker changes the default this thread would get
+    left: queue.SimpleQueue[Tile] = queue.SimpleQueue()
+    for at in work:
+        left.put(at)
+    ready = threading.Barrier(len(workers) + 1)
+
+    def run(worker: _Worker) -> None:
+        try:
+            torch.set_num_threads(1)
+        finally:  # the caller waits for every worker here
+            ready.wait()
+        while True:
+            try:
+                at = left.get_nowait()
+            except queue.Empty:
+                return
+            worker.visit(at)
+            advance(1)
+
+    try:
+        with ThreadPoolExecutor(len(workers), thread_name_prefix="synthdb-pairs") as pool:
+            jobs = [pool.submit(run, worker) for worker in workers]
+            try:
+                ready.wait()
+                torch.set_num_threads(caller)
+                for job in jobs:
+                    job.result()
+            finally:  # a failed worker or an interrupt: the others stop after their current tile
+                ready.abort()
+                while not left.empty():
+                    left.get_nowait()
+    finally:
+        torch.set_num_threads(caller)
+
+
 def scan_pairs(
     left: torch.Tensor,
     right: torch.Tensor,
@@ -377,57 +464,35 @@ def scan_pairs(
     """Tile over pairs i < j of rows sorted by identity (``starts``: identity block starts), with
     ``t_ij = left_i . right_j``; count all pairs (if ``all_pairs``) and the intra-class ones.
 
-    Returns per-thread-summed ``(all, intra, extreme)`` where ``extreme`` is the inter-class pair with the
-    largest ``t`` (angles) or smallest (Euclidean) as ``(t, i, j)`` in sorted positions. Under ``group``
-    this rank visits its share of the tiles only (:meth:`Group.deal`), and the progress counts its tiles.
+    Returns ``(all, intra, extreme)`` summed over the worker threads (one per torch thread on the CPU, one
+    on a GPU), where ``extreme`` is the inter-class pair with the largest ``t`` (angles) or smallest
+    (Euclidean) as ``(t, i, j)`` in sorted positions. Under ``group`` this rank visits its share of the
+    tiles only (:meth:`Group.deal`), and the progress counts its tiles.
     """
     device = left.device
     rows, cols = tile or (GPU_TILE if device.type == "cuda" else CPU_TILE)
     sizes = np.diff(starts)
-    lo_id = np.repeat(starts[:-1], sizes)
-    hi_id = np.repeat(starts[1:], sizes)
-    slots = binner.threads
-    all_counts = [binner.new_counts() for _ in range(slots)] if all_pairs else None
-    intra_counts = [binner.new_counts() for _ in range(slots)]
-    largest = binner.metric == ANGLE
-    worst = -math.inf if largest else math.inf
-    extreme: Extreme | None = None
-    buffer = torch.empty(rows * max(cols, rows), dtype=torch.float32, device=device)
-
-    def visit(tile_t: torch.Tensor, at: Tile) -> None:
-        nonlocal extreme
-        flat = tile_t.view(-1)
-        width = at.c1 - at.c0
-        positions = torch.from_numpy(_intra_positions(lo_id, hi_id, at.r0, at.r1, at.c0, at.c1))
-        positions = positions.to(device)
-        if at.diagonal and all_counts is not None:
-            upper, rest = _triangle(width, device)
-        if all_counts is not None:
-            binner.add(flat[upper] if at.diagonal else flat, all_counts)
-        if positions.numel():
-            binner.add(flat[positions], intra_counts)
-        if all_counts is None:
-            return
-        flat.index_fill_(0, positions, worst)
-        if at.diagonal:
-            flat.index_fill_(0, rest, worst)
-        value = float(flat.max() if largest else flat.min())  # no index: several times faster
-        if value == worst or (extreme is not None and _better(extreme, (value, -1, -1), largest)):
-            return
-        k = int((flat == value).to(torch.uint8).argmax())  # the first: the tile's smallest (i, j)
-        candidate = (value, at.r0 + k // width, at.c0 + k % width)
-        if _better(candidate, extreme, largest):
-            extreme = candidate
-
-    mine = group.deal(tiles(hi_id, rows, cols, all_pairs))
+    blocks = (np.repeat(starts[:-1], sizes), np.repeat(starts[1:], sizes))
+    mine = group.deal(tiles(blocks[1], rows, cols, all_pairs))
+    values = max(((at.r1 - at.r0) * (at.c1 - at.c0) for at in mine), default=0)
+    threads = max(1, min(len(mine), torch.get_num_threads() if device.type == "cpu" else 1))
+    workers = [_Worker(binner, (left, right), blocks, values, all_pairs) for _ in range(threads)]
     with progress_bar(len(mine), "pair tiles", quiet) as advance:
-        for at in mine:
-            shape = (at.r1 - at.r0, at.c1 - at.c0)
-            out = buffer[: shape[0] * shape[1]].view(shape)
-            visit(torch.mm(left[at.r0 : at.r1], right[at.c0 : at.c1].T, out=out), at)
-            advance(1)
-    total_all = None if all_counts is None else sum(all_counts[1:], all_counts[0])
-    return total_all, sum(intra_counts[1:], intra_counts[0]), extreme
+        if threads == 1:
+            for at in mine:
+                workers[0].visit(at)
+                advance(1)
+        else:
+            _in_threads(workers, mine, advance)
+    extreme: Extreme | None = None
+    for worker in workers:
+        if worker.extreme is not None and _better(worker.extreme, extreme, binner.metric == ANGLE):
+            extreme = worker.extreme
+    intra = sum((w.intra for w in workers[1:]), workers[0].intra)
+    if not all_pairs:
+        return None, intra, extreme
+    every = [w.all for w in workers if w.all is not None]
+    return sum(every[1:], every[0]), intra, extreme
 
 
 def _over_ranks(
@@ -531,11 +596,8 @@ def scan(
     left, right, t_range, tolerance, max_distance = prepare(np.asarray(vectors)[order], metric, dev)
     if edges is None:
         edges = uniform_edges(bins, value_range or (0.0, max_distance if metric == EUCLIDEAN else math.pi))
-    binner = EdgeBinner(metric, edges, t_range, tolerance, dev, threads=torch.get_num_threads())
-    try:
-        found = scan_pairs(left, right, starts, binner, all_pairs, tile, quiet, group)
-    finally:
-        binner.close()
+    binner = EdgeBinner(metric, edges, t_range, tolerance, dev)
+    found = scan_pairs(left, right, starts, binner, all_pairs, tile, quiet, group)
     all_counts, intra, extreme = _over_ranks(group, *found, largest=metric == ANGLE)
     sample_extreme = None
     if extreme is not None:

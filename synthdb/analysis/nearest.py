@@ -32,7 +32,7 @@ from synthdb.analysis.duplicates import (
     content_duplicates,
     dataset_digests,
 )
-from synthdb.analysis.index import Searcher, build_index, load_index
+from synthdb.analysis.index import Searcher, build_index
 from synthdb.analysis.vectors import (
     NO_IDENTITY,
     centroids,
@@ -237,7 +237,7 @@ def check_nearest(
     keep = loaded.identity_ids != NO_IDENTITY
     if not keep.any():
         raise SynthdbError(f"no embedded sample of '{query}' belongs to an identity: nothing to check")
-    unit = normalized(loaded.vectors[keep])
+    unit = normalized(loaded.vectors if keep.all() else loaded.vectors[keep], in_place=True)
     sample_ids, identity_ids = loaded.sample_ids[keep], loaded.identity_ids[keep]
     query_samples = None
     if by == "identity":
@@ -265,7 +265,7 @@ def check_nearest(
         ctx.catalog, RunKind.CHECK, algorithm=RESULT_SPACE, params={**params, "factory": factory}
     ) as run_id:
         info = build_index(ctx, against, model, factory, per, quiet=quiet)
-        searcher = Searcher(load_index(info.path))
+        searcher = Searcher(info.index)  # in memory already: not read back from the file
         identity_of, ref_sample_of = _ref_maps(ctx, against, per)
         with progress_bar(len(queries), f"nearest in {against}", quiet) as advance:
             scores, ref_identities, ref_ids = _search_identities(

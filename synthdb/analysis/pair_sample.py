@@ -4,8 +4,10 @@ An exact histogram counts every pair: N(N-1)/2 of them, 5e9 at 10^5 samples and 
 costs too much, ``synthdb stats histogram --sample PAIRS`` draws PAIRS inter-class pairs uniformly at
 random, independently (with replacement), and scales each bin's share of them to the class's pairs. The
 draws of one bin are then binomial, so its bounds are Wilson score intervals; each of the B + 2 outcomes
-(the bins, below and above the range) gets an equal part of the risk (Bonferroni), so with probability at
-least ``confidence`` every bin's exact count lies within its bounds at once. Intra-class pairs are few
+(the bins, below and above the range) gets an equal part of the risk (Bonferroni), so with probability
+about ``confidence`` every bin's exact count lies within its bounds at once (Wilson intervals are an
+approximation: close to their nominal coverage, a little below it for bins of very few draws; the
+Bonferroni split is conservative, which more than makes up for it in practice). Intra-class pairs are few
 (the sum of s(s-1)/2 over identity sizes s) and are always counted exactly.
 """
 

@@ -66,7 +66,7 @@ def plot_histograms(
     ax.set_xlim(float(edges[0]), float(edges[-1]))
     ax.set_xlabel(f"{'angle' if unit == 'rad' else 'distance'} ({unit})")
     ax.set_ylabel("fraction of pairs per bin")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # dataset names may hold '$'
     ax.legend(loc="upper left", fontsize="small")
     return _save(fig, path)
 
@@ -94,7 +94,7 @@ def plot_det(
     ax.set_xlim(floor, 1)
     ax.set_ylim(floor, 1)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # dataset names may hold '$'
     ax.legend(loc="lower left", fontsize="small")
     return _save(fig, path)
 
@@ -110,7 +110,7 @@ def plot_roc(path: str | Path, fmr: np.ndarray, fnmr: np.ndarray, title: str = "
     ax.set_xlim(floor, 1)
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # dataset names may hold '$'
     return _save(fig, path)
 
 

@@ -68,7 +68,7 @@ def find_sample(ctx: Context, sample: str, dataset: str | None = None) -> Sample
     """The sample called ``sample``: an id, else a key (of ``dataset`` when given)."""
     within = None if dataset is None else lookup_dataset_id(ctx.catalog, dataset)
     ids = ids_of_key(ctx.catalog, sample, within)
-    if not ids and sample.isdigit():
+    if not ids and sample.isascii() and sample.isdigit() and int(sample) < 2**63:  # an id a row can have
         ids = [int(sample)]
     if len(ids) > 1:
         raise SynthdbError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -287,6 +287,18 @@ def dataset_writers(catalog: Catalog, dataset_id: int) -> list[RunRow]:
 def running(catalog: Catalog) -> list[RunRow]:
     """Runs whose row says ``running`` (alive, or killed before they could close it), oldest first."""
     statement = sa.select(*_COLUMNS).where(_run.c.status == RunStatus.RUNNING).order_by(_run.c.id)
+    with catalog.engine.connect() as conn:
+        return [_row(found) for found in conn.execute(statement)]
+
+
+def unfinished(catalog: Catalog, kinds: Sequence[str]) -> list[RunRow]:
+    """Runs of ``kinds`` that did not succeed (running, interrupted or failed), oldest first: those
+    ``synthdb runs resume`` may still continue."""
+    statement = (
+        sa.select(*_COLUMNS)
+        .where(_run.c.status != RunStatus.SUCCEEDED, _run.c.kind.in_(list(kinds)))
+        .order_by(_run.c.id)
+    )
     with catalog.engine.connect() as conn:
         return [_row(found) for found in conn.execute(statement)]
 

@@ -3,7 +3,7 @@
 The catalog is the single source of truth: every dataset, identity, sample, protocol, model, run,
 vector shard and index is a row here. Bulk vectors are not: they live in Parquet shards that the
 ``shard`` table registers. Every change to this module needs an Alembic revision in ``migrations/``;
-``tests/test_migrations.py`` fails when the two drift.
+``tests/catalog/test_migrate.py`` fails when the two drift.
 
 Enumerated columns (kind, role, status, state, ...) are plain strings in the database, so that adding
 a value never needs a schema migration; in Python they are the ``StrEnum`` classes below, whose members

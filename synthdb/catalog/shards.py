@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from synthdb.catalog import issues
 from synthdb.catalog.engine import Catalog
 from synthdb.catalog.lookup import CHUNK
-from synthdb.catalog.schema import Dataset, Shard, ShardState
+from synthdb.catalog.schema import Dataset, Run, RunKind, Shard, ShardState
 
-_shard, _dataset = Shard.__table__, Dataset.__table__
+_shard, _dataset, _run = Shard.__table__, Dataset.__table__, Run.__table__
 
 TYPED_RESULTS = 2
 """Layout version of ``result`` shards whose columns are typed scalars (rank int32, angle_rad float64,
@@ -144,10 +144,14 @@ def delete(catalog: Catalog, shard_ids: Sequence[int]) -> None:
             conn.execute(sa.delete(_shard).where(_shard.c.id.in_(list(shard_ids[start : start + CHUNK]))))
 
 
-def retire_space(catalog: Catalog, dataset_id: int, content: str, space: str) -> int:
-    """Retire a dataset's committed shards of one content and space, and drop its sample issues in that
-    space, in one transaction (``synthdb embed --replace``: the next run starts over, ``gc`` removes the
-    files); return how many shards were retired."""
+def retire_embedded(catalog: Catalog, dataset_id: int, content: str, space: str) -> int:
+    """Retire the committed shards of one content and space that ``synthdb embed`` runs wrote into a
+    dataset, and drop its sample issues in that space, in one transaction (``synthdb embed --replace``: the
+    next run starts over, ``gc`` removes the files); return how many shards were retired.
+
+    Only embed runs' shards: a generator's own embeddings and vectors imported from a samples.h5 cannot be
+    computed again from the images, so a re-embedding must never retire them."""
+    embed_runs = sa.select(_run.c.id).where(_run.c.kind == RunKind.EMBED)
     with catalog.begin() as conn:
         retired_count = conn.execute(
             sa.update(_shard)
@@ -156,6 +160,7 @@ def retire_space(catalog: Catalog, dataset_id: int, content: str, space: str) ->
                 _shard.c.content == content,
                 _shard.c.space == space,
                 _shard.c.state == ShardState.COMMITTED,
+                _shard.c.run_id.in_(embed_runs),
             )
             .values(state=ShardState.RETIRED)
         ).rowcount

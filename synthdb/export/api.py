@@ -79,8 +79,6 @@ def _check(spec: FormatSpec, options: ExportOptions) -> None:
         raise SynthdbError("--group picks a protocol's group for bob and pairs-bin: drop it")
     if options.source is not None and options.crop is None:
         raise SynthdbError("--from says how to crop: pass --crop PRESET with it, or drop it")
-    if options.workers is not None and options.workers < 1:
-        raise SynthdbError(f"--workers {options.workers}: pass 1 or more threads")
     if spec.name != "synthetics-h5" and options.embedding_model:
         raise SynthdbError("--embeddings is for --format synthetics-h5: drop it")
 
@@ -221,6 +219,7 @@ def export(
         _check_selection(selection)
         state.check_selection(selection.fingerprint)
         if state.complete:
+            selection.close()  # its spill folder would be one more (empty) class to a folder reader
             manifest = json.loads((out / MANIFEST_NAME).read_text())
             note = f"{out} holds this export already, complete: nothing to do"
             return ExportReport(info.name, spec.name, out, None, manifest, note=note)

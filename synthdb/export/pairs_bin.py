@@ -182,10 +182,15 @@ def sample_pairs(
             f"different-identity pairs of usable samples, {count} were asked: lower --pairs or select more "
             "samples"
         )
-    out: list[Pair] = []
+    ordered: list[tuple[int, int, bool]] = []  # each tenth: a tenth of the same and of the different pairs
     split = (np.array_split(np.arange(n), FOLDS) for n in want)
-    for fold, (g, i) in enumerate(zip(*split, strict=True), 1):
-        out += [(*genuine[k], True, fold) for k in g] + [(*impostor[k], False, fold) for k in i]
+    for g, i in zip(*split, strict=True):
+        ordered += [(*genuine[k], True) for k in g] + [(*impostor[k], False) for k in i]
+    # the fold a reader uses: insightface cuts the pairs in order into FOLDS contiguous parts (KFold)
+    folds = np.empty(len(ordered), dtype=int)
+    for fold, part in enumerate(np.array_split(np.arange(len(ordered)), FOLDS), 1):
+        folds[part] = fold
+    out = [(a, b, same, int(fold)) for (a, b, same), fold in zip(ordered, folds, strict=True)]
     return out, images, records
 
 

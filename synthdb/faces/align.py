@@ -39,7 +39,7 @@ def _dlib_chip_points(size: int, padding: float) -> tuple[Point, ...]:
     ``[0, size]`` square on the chip's pixel centres ``0 .. size-1`` (``centered_drect`` shortens the
     rectangle by one pixel), hence the -0.5. The same shortening makes dlib's chip span
     ``(size*s - 1) / ((size - 1) s)`` times as much of the image as this template's, for a face at s image
-    pixels per chip pixel: within 0.7 % whenever s >= 0.5, which tests/test_faces.py measures.
+    pixels per chip pixel: within 0.7 % whenever s >= 0.5, which tests/faces/test_faces.py measures.
     """
     chip = (padding + DLIB_MEAN_FACE_POINTS) / (1 + 2 * padding) * size - 0.5
     return tuple((float(x), float(y)) for x, y in chip)
@@ -104,7 +104,7 @@ PRESETS: dict[str, CropPreset] = {p.name: p for p in (
                "dlib.get_face_chip(size=150, padding=0.25): the dlib ResNet's input",
                fit="template_to_image"),
     # Mean MTCNN points of 242 dcgan-digiface images (256 seeded z, 4x bicubic upsampling, those with
-    # exactly one face), mapped back to 64 px: tests/test_dcgan.py re-measures them.
+    # exactly one face), mapped back to 64 px: tests/nets/test_dcgan.py re-measures them.
     CropPreset("digiface64", "template", (64, 64), (
         (42.06, 30.31), (21.88, 30.54), (31.64, 43.29), (40.57, 54.26), (23.25, 54.45)),
         "dcgan-digiface output: DigiFace-1M framing (about insightface's arcface template at 64 px)"),

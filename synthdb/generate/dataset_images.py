@@ -52,7 +52,7 @@ def generate_dataset_images(
 
     What a stored latent gives back: the same pixels, bit for bit, for the same ``batch_size`` on the
     same machine and torch build; with another batching or CPU the float kernels may round differently,
-    so a pixel may differ by one level (1/255) - never more (``tests/test_generate_cli.py``)."""
+    so a pixel may differ by one level (1/255) - never more (``tests/cli/test_generate_cmds.py``)."""
     ds = dataset_id(ctx.catalog, name)
     if generator is None:
         spaces = latent_spaces(ctx.catalog, ds)

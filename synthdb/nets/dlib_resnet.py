@@ -27,25 +27,27 @@ MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 MODEL_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
 
 
-class _Conv(nn.Module):
-    def __init__(self, spec: Conv) -> None:
+class _ConvAffine(nn.Module):
+    """dlib's ``con`` followed by its ``affine`` layer, folded into one convolution at load time.
+
+    ``affine(conv(x)) = conv(x; W * gamma, b * gamma + beta)``: one pass over the activations instead of
+    three (conv, multiply, add), forward and backward. The folded weight is kept channels-last, the layout
+    the activations use (see :meth:`DlibResNet.forward`), so oneDNN does not reorder it on every call.
+    Folding rounds the products in another order than dlib does: descriptors move by about 1e-7, far
+    inside the parity tolerance with dlib itself.
+    """
+
+    def __init__(self, conv: Conv, affine: Affine) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.from_numpy(spec.weight))
-        self.bias = nn.Parameter(torch.from_numpy(spec.bias))
-        self.stride, self.padding = spec.stride, spec.padding
+        gamma = torch.from_numpy(affine.gamma).reshape(-1)
+        beta = torch.from_numpy(affine.beta).reshape(-1)
+        weight = torch.from_numpy(conv.weight) * gamma.view(-1, 1, 1, 1)
+        self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last))
+        self.bias = nn.Parameter(torch.from_numpy(conv.bias) * gamma + beta)
+        self.stride, self.padding = conv.stride, conv.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
-
-
-class _Affine(nn.Module):
-    def __init__(self, spec: Affine) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.from_numpy(spec.gamma).view(1, -1, 1, 1))
-        self.beta = nn.Parameter(torch.from_numpy(spec.beta).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma + self.beta
 
 
 def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,14 +74,14 @@ class _Block(nn.Module):
 
     def __init__(self, convs: list[Conv], affines: list[Affine]) -> None:
         super().__init__()
-        self.conv1, self.conv2 = _Conv(convs[0]), _Conv(convs[1])
-        self.affine1, self.affine2 = _Affine(affines[0]), _Affine(affines[1])
+        self.conv1, self.conv2 = _ConvAffine(convs[0], affines[0]), _ConvAffine(convs[1], affines[1])
         self.down = convs[0].stride == 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
+        # in place: a convolution's backward needs its input, never its output, and a sum's neither
+        y = self.conv2(F.relu(self.conv1(x), inplace=True))
         skip = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(_add_zero_padded(skip, y))
+        return F.relu(_add_zero_padded(skip, y), inplace=True)
 
 
 class DlibResNet(nn.Module):
@@ -93,7 +95,7 @@ class DlibResNet(nn.Module):
         super().__init__()
         self.register_buffer("channel_means", torch.from_numpy(weights.channel_means).view(1, 3, 1, 1))
         self.dist_thresh = weights.dist_thresh
-        self.conv0, self.affine0 = _Conv(weights.convs[0]), _Affine(weights.affines[0])
+        self.conv0 = _ConvAffine(weights.convs[0], weights.affines[0])
         self.blocks = nn.ModuleList(
             _Block(weights.convs[i:i + 2], weights.affines[i:i + 2]) for i in range(1, 2 * len(BLOCKS), 2)
         )
@@ -106,8 +108,11 @@ class DlibResNet(nn.Module):
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         if rgb.shape[1:] != (3, CHIP_SIZE, CHIP_SIZE):
             raise ValueError(f"expected (N, 3, {CHIP_SIZE}, {CHIP_SIZE}) RGB chips, got {tuple(rgb.shape)}")
-        x = (rgb - self.channel_means) / 256.0  # dlib divides by 256, not 255
-        x = F.max_pool2d(F.relu(self.affine0(self.conv0(x))), 3, 2)
+        # channels-last: oneDNN's native layout, no reorder around each convolution, and a vectorised max
+        # pool (batch of 32, one thread: the pool 98 -> 8 ms; with the folded affines, forward + backward
+        # 1.2x faster, 1.3x for single chips)
+        x = ((rgb - self.channel_means) / 256.0).contiguous(memory_format=torch.channels_last)  # 256: dlib's
+        x = F.max_pool2d(F.relu(self.conv0(x), inplace=True), 3, 2)
         for block in self.blocks:
             x = block(x)
         return self.fc(x.mean(dim=(2, 3)))

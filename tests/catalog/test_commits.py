@@ -145,6 +145,7 @@ with Context.open(ws) as ctx:
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_of_the_same_new_identities(ctx: Context) -> None:
     """Four processes create the same labels at once: each label exists once, and every shard file names
     the identity id its sample row has (a writer that lost a race rewrote its files)."""

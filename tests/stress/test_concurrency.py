@@ -74,6 +74,7 @@ def _count_rows(ctx: Context, rows: int) -> None:
     STATS[f"rows_written_concurrently[{ctx.catalog.dialect}]"] += rows
 
 
+@pytest.mark.slow
 def test_commit_writers_lose_nothing(ctx: Context) -> None:
     ds = create_dataset(ctx.catalog, "shared", "synthetic", "generated")
     _run_all(
@@ -136,6 +137,7 @@ def test_imports_of_separate_datasets(ctx: Context, tmp_path: Path) -> None:
     _count_rows(ctx, sum(counts.values()))
 
 
+@pytest.mark.slow
 def test_sharded_variations_writers(ctx: Context) -> None:
     if not FULL and ctx.catalog.dialect == "postgresql":
         pytest.skip("SYNTHDB_STRESS=1 runs the PostgreSQL case (the commit and import writers cover it here)")

@@ -139,6 +139,7 @@ def embedded(base: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_embed_killed_and_resumed(base: Path, tmp_path: Path) -> None:
     crash_trials(
         imported(base),
@@ -148,6 +149,7 @@ def test_embed_killed_and_resumed(base: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_export_killed_and_resumed(base: Path, tmp_path: Path) -> None:
     def same_output(clean: Context, got: Context) -> None:
         want, have = clean.ws.root / "out", got.ws.root / "out"
@@ -190,10 +192,12 @@ VARIATIONS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_references_killed_and_resumed(base: Path, tmp_path: Path) -> None:
     crash_trials(base / "ws", tmp_path, REFERENCES, resume_generation("references", "refs", REFERENCES))
 
 
+@pytest.mark.slow
 def test_variations_killed_and_resumed(base: Path, tmp_path: Path) -> None:
     start = stage(base, "references", tuple(REFERENCES))
     crash_trials(start, tmp_path, VARIATIONS, resume_generation("variations", "var", VARIATIONS))
