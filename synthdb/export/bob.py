@@ -224,7 +224,8 @@ def with_roles(job: Job, p: Plan) -> Iterator[tuple[SampleRecord, set[Role]]]:
 
 
 class _CsvFiles:
-    """The protocol's CSV files, written under temporary names and renamed when complete."""
+    """The protocol's CSV files, written under temporary names and renamed when complete, removed when
+    not."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -247,6 +248,8 @@ class _CsvFiles:
             tmp = (self.folder / name).with_name(f".{Path(name).name}.tmp")
             if complete:
                 os.replace(tmp, self.folder / name)
+            else:  # a failed export leaves no half-written list behind (the next run writes them anew)
+                tmp.unlink(missing_ok=True)
         return sorted(self._open)
 
 

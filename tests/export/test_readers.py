@@ -680,3 +680,19 @@ def test_bob_image_pairs_and_groups_bob_does_not_name(coded: Context, tmp_path: 
     assert [r["key"] for r in files["dev/for_probing.csv"]] == [f"id{k:03d}/img_1.png" for k in range(3)]
     seen = run_bob(built.manifest)
     assert seen["all_vs_all"] is True and len(seen["probes"]) == 3
+
+
+def test_a_failed_bob_export_leaves_no_half_written_lists(
+    coded: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the protocol lists are written under temporary names and renamed when complete; a
+    failure left the temporary files in the output folder."""
+    from synthdb.export import bob
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(bob, "_matching", broken)
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        export(coded, "coded", "bob", tmp_path / "out", protocol="identities")
+    assert not list(tmp_path.rglob("*.tmp"))
