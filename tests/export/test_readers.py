@@ -4,8 +4,9 @@ the reference ``synthetics`` loader's assertions, and pyarrow, polars and DuckDB
 
 Clients that install in this environment are used directly; mxnet 1.9.1 (Python 3.9) and bob.bio.base 8
 (scikit-learn 1.5.2) need interpreters of their own: point ``SYNTHDB_TEST_MXNET_PYTHON`` and
-``SYNTHDB_TEST_BOB_PYTHON`` at them (``.ci/run`` does), else those checks skip and the format-level checks
-here still run.
+``SYNTHDB_TEST_BOB_PYTHON`` at them (e.g. ``python3 -m venv bob && bob/bin/pip install "bob.bio.base>=8,<9"
+scikit-learn==1.5.2``; `.ci/run` makes both when they install), else those checks skip and the format-level
+checks here still run.
 """
 
 from __future__ import annotations
