@@ -1,9 +1,11 @@
-"""File digests shared by the store (shard checksums) and the model loaders (weights checksums)."""
+"""File digests shared by the store (shard checksums) and the model loaders (weights checksums), and the
+atomic write every writer of a user-visible file uses."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 CHUNK = 16 << 20
@@ -28,3 +30,19 @@ def file_digest(path: str | Path, fsync: bool = False) -> tuple[int, str]:
 
 def sha256_hex(path: str | Path) -> str:
     return file_digest(path)[1]
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` through ``write(tmp)`` under a temporary name beside it, then rename it into place, so
+    a crash or an error never leaves a half-written ``path``; the temporary file is removed on failure.
+
+    The temporary name keeps ``path``'s extension (PIL picks the format by it, ``np.save`` appends ``.npy``
+    without it). Errors (``OSError`` ...) reach the caller, which names the file and the fix its own way.
+    """
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from synthdb import defaults, zoo
 from synthdb.errors import SynthdbError
+from synthdb.files import write_atomically
 from synthdb.nets.eg3d import DEFAULT_FOV
 from synthdb.nets.generator import Generator, to_uint8
 from synthdb.store.hdf5 import H5Sample, read_sample
@@ -150,15 +151,10 @@ def save_image(pixels: np.ndarray, out: str | os.PathLike) -> Path:
     if out.suffix.lower() not in Image.registered_extensions():
         raise SynthdbError(f"{out}: unknown image extension {out.suffix!r}; use .png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
     try:
-        Image.fromarray(pixels).save(tmp)
-        os.replace(tmp, out)
+        return write_atomically(out, Image.fromarray(pixels).save)
     except OSError as error:
         raise SynthdbError(f"cannot write {out} ({error}): check the directory is writable") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
 
 
 def render(
@@ -242,12 +238,7 @@ def depth_path_for(image: str | os.PathLike) -> Path:
 def save_depth_map(depth: np.ndarray, image: str | os.PathLike) -> Path:
     """Write float32 depth maps (N, h, w) beside ``image`` (see :func:`depth_path_for`). Atomic."""
     out = depth_path_for(image)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.npy")
     try:
-        np.save(tmp, depth.astype(np.float32))
-        os.replace(tmp, out)
+        return write_atomically(out, lambda tmp: np.save(tmp, depth.astype(np.float32)))
     except OSError as error:
         raise SynthdbError(f"cannot write {out} ({error}): check the directory is writable") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out

@@ -23,7 +23,6 @@ configurations to :data:`TINY`); nothing else here is specific to StyleGAN2.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from synthdb.errors import SynthdbError
+from synthdb.files import write_atomically
 from synthdb.nets import dcgan, eg3d, limits, rosinality, stylegan2, stylegan3
 from synthdb.nets.pickles import PickledModule, read_pickled_module
 from synthdb.nets.weights import check_tensors, load_torch_file
@@ -408,7 +408,6 @@ class Generator(nn.Module):
         """Write architecture, constructor arguments and weights as a torch file that loads with
         ``weights_only=True`` (unlike NVIDIA pickles, it carries no code); atomic (temp file + rename)."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         payload = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
@@ -419,15 +418,11 @@ class Generator(nn.Module):
             "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
         }
         try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
+            return write_atomically(path, lambda tmp: torch.save(payload, tmp))
         except OSError as error:
             raise SynthdbError(
                 f"cannot write {path} ({error.strerror}): check the directory is writable"
             ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
 
     @classmethod
     def tiny(cls, name: str) -> Generator:

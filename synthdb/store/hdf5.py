@@ -59,6 +59,7 @@ import numpy as np
 from h5py import h5d, h5l, h5z
 
 from synthdb.errors import SynthdbError
+from synthdb.files import write_atomically
 
 SAMPLE_MAGIC = "synthetics"
 COLLECTION_MAGIC = "synthetics_collection"
@@ -463,18 +464,18 @@ def write_sample(path: PathLike, sample: H5Sample) -> None:
     """
     sample.validate()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             _write_header(f, SAMPLE_MAGIC)
             _write_group(f, sample)
-        os.replace(tmp, path)
+
+    try:
+        write_atomically(path, write)
     except OSError as exc:
         raise SynthdbError(
             f"{path}: cannot write ({_h5_message(exc)}); check the directory is writable"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_sample(path: PathLike) -> H5Sample:
