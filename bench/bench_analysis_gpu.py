@@ -12,9 +12,14 @@ from __future__ import annotations
 import math
 import time
 
-import faiss
 import numpy as np
 import torch
+
+# isort: off
+import synthdb  # noqa: F401 - before FAISS: it names OpenBLAS's kernels (synthdb/openblas.py)
+import faiss
+
+# isort: on
 
 from synthdb.analysis.histogram import GPU_TILE, scan
 from synthdb.analysis.index import Searcher, gpu_count

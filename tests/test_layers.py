@@ -33,8 +33,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("synthdb", "synthdb.errors", "synthdb.files", "synthdb.progress", "synthdb.untrusted",
-              "synthdb.angles", "synthdb.seeds", "synthdb.params", "synthdb.distributed")),
+    ("base", ("synthdb", "synthdb.openblas", "synthdb.errors", "synthdb.files", "synthdb.progress",
+              "synthdb.untrusted", "synthdb.angles", "synthdb.seeds", "synthdb.params",
+              "synthdb.distributed")),
     ("catalog", ("synthdb.catalog", "synthdb.workspace")),
     ("store", ("synthdb.store",)),
     ("context", ("synthdb.context",)),

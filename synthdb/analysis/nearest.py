@@ -32,20 +32,19 @@ from synthdb.analysis.duplicates import (
     content_duplicates,
     dataset_digests,
 )
-from synthdb.analysis.index import Searcher, build_index
+from synthdb.analysis.index import Searcher, index_in_memory
 from synthdb.analysis.vectors import (
     NO_IDENTITY,
     centroids,
     load_vectors,
     normalized,
-    sample_rows,
     shared_model,
 )
 from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
 from synthdb.catalog.runs import recorded_run, set_progress, set_summary
-from synthdb.catalog.samples import identity_labels, key_of_samples
-from synthdb.catalog.schema import CheckKind, RunKind, SampleRole, ShardContent
+from synthdb.catalog.samples import identity_columns, identity_labels, key_of_samples
+from synthdb.catalog.schema import CheckKind, RunKind, ShardContent
 from synthdb.context import Context
 from synthdb.errors import SynthdbError
 from synthdb.progress import progress_bar
@@ -132,10 +131,10 @@ class NearestReport:
         return out
 
 
-def representatives(sample_ids: np.ndarray, identity_ids: np.ndarray, roles: np.ndarray) -> np.ndarray:
+def representatives(sample_ids: np.ndarray, identity_ids: np.ndarray, is_reference: np.ndarray) -> np.ndarray:
     """Per sample, whether it is its identity's representative: the reference sample (role ``reference``)
     when there is one, else the identity's first sample."""
-    not_reference = (roles != SampleRole.REFERENCE).astype(np.int8)
+    not_reference = (~is_reference).astype(np.int8)
     order = np.lexsort((sample_ids, not_reference, identity_ids))
     first = np.ones(len(order), np.bool_)
     first[1:] = identity_ids[order][1:] != identity_ids[order][:-1]
@@ -245,10 +244,8 @@ def check_nearest(
     elif by == "all":
         query_identities, queries = identity_ids, unit
     else:
-        rows = sample_rows(ctx, loaded.dataset_id)
-        chosen = representatives(
-            sample_ids, identity_ids, rows["role"][np.searchsorted(rows["id"], sample_ids)]
-        )
+        ids, _, is_reference = identity_columns(ctx.catalog, loaded.dataset_id)
+        chosen = representatives(sample_ids, identity_ids, is_reference[np.searchsorted(ids, sample_ids)])
         order = np.argsort(identity_ids[chosen], kind="stable")
         query_identities, queries = identity_ids[chosen][order], unit[chosen][order]
         query_samples = np.repeat(sample_ids[chosen][order][:, None], k, axis=1)
@@ -264,13 +261,14 @@ def check_nearest(
     with recorded_run(
         ctx.catalog, RunKind.CHECK, algorithm=RESULT_SPACE, params={**params, "factory": factory}
     ) as run_id:
-        info = build_index(ctx, against, model, factory, per, quiet=quiet)
-        searcher = Searcher(info.index)  # in memory already: not read back from the file
-        identity_of, ref_sample_of = _ref_maps(ctx, against, per)
-        with progress_bar(len(queries), f"nearest in {against}", quiet) as advance:
-            scores, ref_identities, ref_ids = _search_identities(
-                searcher, queries, query_identities, k, identity_of, advance
-            )
+        # The index is searched in memory while its file is written: not read back, not waited for.
+        with index_in_memory(ctx, against, model, factory, per, quiet=quiet) as info:
+            searcher = Searcher(info.index)
+            identity_of, ref_sample_of = _ref_maps(ctx, against, per)
+            with progress_bar(len(queries), f"nearest in {against}", quiet) as advance:
+                scores, ref_identities, ref_ids = _search_identities(
+                    searcher, queries, query_identities, k, identity_of, advance
+                )
         if by == "all":
             query_identities, scores, ref_identities, ref_ids, query_samples = closest_per_identity(
                 query_identities, sample_ids, scores, ref_identities, ref_ids, k
@@ -335,22 +333,22 @@ def _add_exact_duplicates(ctx: Context, report: NearestReport, quiet: bool) -> N
 def _ref_maps(ctx: Context, against: str, per: str):  # noqa: ANN202 - two closures
     """``identity_of(ids)``: the identity of each index id; ``sample_of(identities)``: each REF identity's
     representative sample, what a per-identity result row points to so the view can join the catalog."""
-    rows = sample_rows(ctx, lookup_dataset_id(ctx.catalog, against))
+    ids, identity_ids, is_reference = identity_columns(ctx.catalog, lookup_dataset_id(ctx.catalog, against))
     if per == "identity":
-        chosen = representatives(rows["id"], rows["identity_id"], rows["role"])
-        identities, samples = rows["identity_id"][chosen], rows["id"][chosen]
+        chosen = representatives(ids, identity_ids, is_reference)
+        identities, samples = identity_ids[chosen], ids[chosen]
         order = np.argsort(identities)
         identities, samples = identities[order], samples[order]
 
-        def sample_of(ids: np.ndarray) -> np.ndarray:
-            where = np.clip(np.searchsorted(identities, ids), 0, max(len(identities) - 1, 0))
-            return np.where((ids != NO_IDENTITY) & (identities[where] == ids), samples[where], -1)
+        def sample_of(found: np.ndarray) -> np.ndarray:
+            where = np.clip(np.searchsorted(identities, found), 0, max(len(identities) - 1, 0))
+            return np.where((found != NO_IDENTITY) & (identities[where] == found), samples[where], -1)
 
-        return (lambda ids: ids), sample_of
+        return (lambda found: found), sample_of
 
-    def identity_of(ids: np.ndarray) -> np.ndarray:
-        where = np.clip(np.searchsorted(rows["id"], ids), 0, max(len(rows["id"]) - 1, 0))
-        return np.where((ids != -1) & (rows["id"][where] == ids), rows["identity_id"][where], NO_IDENTITY)
+    def identity_of(found: np.ndarray) -> np.ndarray:
+        where = np.clip(np.searchsorted(ids, found), 0, max(len(ids) - 1, 0))
+        return np.where((found != -1) & (ids[where] == found), identity_ids[where], NO_IDENTITY)
 
     return identity_of, None
 

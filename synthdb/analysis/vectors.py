@@ -10,7 +10,9 @@ Embeddings are stored raw; :func:`normalized` gives the L2-normalised copy every
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from synthdb.errors import SynthdbError
 from synthdb.store import parquet
 
 READ_THREADS = 4
+READ_AHEAD = 2
 _NORM_CHUNK = 65_536
 
 
@@ -131,18 +134,7 @@ def load_vectors(
 
     A sample committed twice in the same space would count twice in every statistic, so it is refused.
     """
-    did = lookup_dataset_id(ctx.catalog, dataset)
-    refs = committed_shards(ctx, did, content, space)
-    if only_shards is not None:
-        refs = [r for r in refs if r.id in only_shards]
-    if not refs:
-        known = ", ".join(spaces(ctx, did, content)) or "none"
-        embed = f"`synthdb embed {dataset} --model {space}`"
-        fix = embed if content == ShardContent.EMBEDDING else "generate them first"
-        raise SynthdbError(
-            f"dataset '{dataset}' has no committed {content} shards of '{space}' (it has: {known}): "
-            f"use one of those, or {fix}"
-        )
+    did, refs = _shards_of(ctx, dataset, space, content, only_shards)
     width = _width(refs[0], column, content, space)
     total = sum(r.rows for r in refs)
     vectors = np.empty((total, width), np.float32)
@@ -156,15 +148,40 @@ def load_vectors(
         ]
         for job in jobs:
             job.result()
-    unique = np.unique(sample_ids)
-    if len(unique) != total:
-        raise SynthdbError(
-            f"{total - len(unique)} samples of '{dataset}' have more than one committed {content} of "
-            f"'{space}': retire the duplicate shards (synthdb query: SELECT sample_id, count(*) FROM ...)"
-        )
+    _refuse_duplicates(sample_ids, dataset, content, space)
     return Vectors(
         dataset, did, content, space, column, sample_ids, identity_ids, vectors, [r.id for r in refs]
     )
+
+
+def _shards_of(
+    ctx: Context, dataset: str, space: str, content: str, only_shards: set[int] | None = None
+) -> tuple[int, list[ShardRef]]:
+    """The dataset's id and its committed shards in ``space`` (or ``only_shards`` of them); none is an
+    error that names the spaces the dataset has."""
+    did = lookup_dataset_id(ctx.catalog, dataset)
+    refs = committed_shards(ctx, did, content, space)
+    if only_shards is not None:
+        refs = [r for r in refs if r.id in only_shards]
+    if not refs:
+        known = ", ".join(spaces(ctx, did, content)) or "none"
+        embed = f"`synthdb embed {dataset} --model {space}`"
+        fix = embed if content == ShardContent.EMBEDDING else "generate them first"
+        raise SynthdbError(
+            f"dataset '{dataset}' has no committed {content} shards of '{space}' (it has: {known}): "
+            f"use one of those, or {fix}"
+        )
+    return did, refs
+
+
+def _refuse_duplicates(sample_ids: np.ndarray, dataset: str, content: str, space: str) -> None:
+    """A sample committed twice in the same space would count twice in every statistic."""
+    duplicates = len(sample_ids) - len(np.unique(sample_ids))
+    if duplicates:
+        raise SynthdbError(
+            f"{duplicates} samples of '{dataset}' have more than one committed {content} of "
+            f"'{space}': retire the duplicate shards (synthdb query: SELECT sample_id, count(*) FROM ...)"
+        )
 
 
 def _width(ref: ShardRef, column: str, content: str, space: str) -> int:
@@ -236,6 +253,73 @@ def centroids(unit_vectors: np.ndarray, identity_ids: np.ndarray) -> tuple[np.nd
         sums = np.add.reduceat(unit_vectors[members], firsts, axis=0, dtype=np.float64)
         out[several] = normalized(sums.astype(np.float32))
     return identities, out
+
+
+def identity_centroids(
+    ctx: Context, dataset: str, space: str, content: str = ShardContent.EMBEDDING, column: str = "embedding"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`centroids` of a dataset's committed vectors, read shard by shard: memory holds the centroids,
+    a float64 sum per identity of several samples, and the shards being read, never every vector at once.
+
+    For WebFace42M at 512-d that is 4 GB of centroids and 8 GB of sums instead of 86 GB of vectors. The ids
+    are read first (two integer columns), so each identity's row is known before any vector is. A one-sample
+    identity's centroid is its unit vector as it is; the sums of the others are added shard after shard in
+    float64, which equals :func:`centroids` to float32 rounding.
+    """
+    did, refs = _shards_of(ctx, dataset, space, content)
+    width = _width(refs[0], column, content, space)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        ids = list(pool.map(_read_ids, refs))
+    _refuse_duplicates(np.concatenate([sample_ids for sample_ids, _ in ids]), dataset, content, space)
+    identities, counts = np.unique(np.concatenate([idents for _, idents in ids]), return_counts=True)
+    keep = identities != NO_IDENTITY
+    identities, counts = identities[keep], counts[keep]
+    out = np.zeros((len(identities), width), np.float32)
+    several = np.flatnonzero(counts > 1)
+    sums = np.zeros((len(several), width), np.float64)
+    slot = np.full(len(identities), -1, np.int64)  # per identity its row in sums, -1 for one sample
+    slot[several] = np.arange(len(several))
+    for (_, idents), unit in zip(ids, _unit_shards(refs, column, width), strict=True):
+        known = np.flatnonzero(idents != NO_IDENTITY)
+        rows = np.searchsorted(identities, idents[known])
+        single = slot[rows] < 0
+        out[rows[single]] = unit[known[single]]
+        order, slots, starts = identity_blocks(slot[rows][~single])
+        if len(slots):
+            members = unit[known[~single][order]]  # grouped by identity: one copy
+            sums[slots] += np.add.reduceat(members, starts[:-1], axis=0, dtype=np.float64)
+    if len(several):
+        out[several] = normalized(sums.astype(np.float32))
+    return identities, out
+
+
+def _read_ids(ref: ShardRef) -> tuple[np.ndarray, np.ndarray]:
+    table = parquet.read_table(ref.path, ["sample_id", "identity_id"])
+    if table.num_rows != ref.rows:
+        raise SynthdbError(
+            f"shard {ref.path} has {table.num_rows} rows but the catalog says {ref.rows}: run `synthdb fsck`"
+        )
+    idents = pc.fill_null(table.column("identity_id"), NO_IDENTITY).to_numpy().astype(np.int64, copy=False)
+    return table.column("sample_id").to_numpy().astype(np.int64, copy=False), idents
+
+
+def _unit_shards(refs: list[ShardRef], column: str, width: int) -> Iterator[np.ndarray]:
+    """Each shard's vectors, normalised, in order; the next ``READ_AHEAD`` are read meanwhile (Arrow frees
+    the GIL), so memory holds at most ``READ_AHEAD + 1`` shards."""
+
+    def read(ref: ShardRef) -> np.ndarray:
+        out = np.empty((ref.rows, width), np.float32)
+        _read_shard(ref, column, out, np.empty(ref.rows, np.int64), np.empty(ref.rows, np.int64))
+        return normalized(out, in_place=True)
+
+    with ThreadPoolExecutor(READ_AHEAD) as pool:
+        reading: deque[Future[np.ndarray]] = deque()
+        for ref in refs:
+            reading.append(pool.submit(read, ref))
+            if len(reading) > READ_AHEAD:
+                yield reading.popleft().result()
+        while reading:
+            yield reading.popleft().result()
 
 
 def sample_rows(ctx: Context, dataset_id: int) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,42 +28,69 @@ from synthdb.errors import SynthdbError
 _reservation = IdReservation.__table__
 
 
+_JSON_NULL = json.dumps(None)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of one table encoded for the driver (JSON columns as text, one tuple per row).
+
+    Encoding 200,000 sample rows takes a few hundred milliseconds of Python: a commit builds them while its
+    shard files are written, so that the write lock is held only to send them (:func:`insert`).
+    """
+
+    table: sa.Table
+    names: tuple[str, ...]
+    values: list[tuple[Any, ...]]
+
+
+def encode(table: sa.Table, columns: dict[str, Sequence[Any]]) -> Rows:
+    """Rows given column by column (equal lengths); JSON values serialised as SQLAlchemy does (None is
+    stored as JSON null)."""
+    encoded = [
+        [_JSON_NULL if v is None else json.dumps(v) for v in values]
+        if isinstance(table.c[name].type, sa.JSON)
+        else values
+        for name, values in columns.items()
+    ]
+    return Rows(table, tuple(columns), list(zip(*encoded, strict=True)))
+
+
 def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (dicts with the same keys) inside the caller's transaction, in bulk (see
-    :func:`insert_columns`)."""
+    :func:`insert`)."""
     if rows:
         names = list(rows[0])
         insert_columns(conn, table, {name: [row[name] for row in rows] for name in names})
 
 
 def insert_columns(conn: Connection, table: sa.Table, columns: dict[str, Sequence[Any]]) -> None:
-    """Insert rows given column by column (equal lengths) inside the caller's transaction, in bulk.
+    """Insert rows given column by column (equal lengths) inside the caller's transaction, in bulk."""
+    insert(conn, encode(table, columns))
+
+
+def insert(conn: Connection, rows: Rows) -> None:
+    """Insert encoded rows inside the caller's transaction, in bulk.
 
     SQLite gets one DBAPI executemany of plain tuples, about 1.5x faster than SQLAlchemy's per-row
     parameter processing (the commit protocol inserts while it holds the write lock). On PostgreSQL an
     executemany is one statement per row, pipelined; COPY streams all rows in one command, several times
-    faster for the millions of rows an import writes. JSON values are serialised as SQLAlchemy does (None
-    is stored as JSON null), and errors are raised as the SQLAlchemy exceptions an executemany would
-    raise (IntegrityError for a duplicate key or a missing referenced row), so callers see the same
-    behaviour on both engines.
+    faster for the millions of rows an import writes. Errors are raised as the SQLAlchemy exceptions an
+    executemany would raise (IntegrityError for a duplicate key or a missing referenced row), so callers
+    see the same behaviour on both engines.
     """
-    names = list(columns)
-    encoded = [
-        [json.dumps(v) for v in values] if isinstance(table.c[name].type, sa.JSON) else values
-        for name, values in columns.items()
-    ]
-    rows = list(zip(*encoded, strict=True))
-    if not rows:
+    if not rows.values:
         return
+    table, names = rows.table, list(rows.names)
     if conn.dialect.name == "sqlite":
         quote = conn.dialect.identifier_preparer.quote
         marks = ", ".join("?" for _ in names)
         statement = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES ({marks})"
-        conn.exec_driver_sql(statement, rows)
+        conn.exec_driver_sql(statement, rows.values)
     elif conn.dialect.driver == "psycopg":
-        _copy(conn, table, names, rows)
+        _copy(conn, table, names, rows.values)
     else:  # a PostgreSQL URL naming another driver
-        conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+        conn.execute(sa.insert(table), [dict(zip(names, row, strict=True)) for row in rows.values])
 
 
 def _copy(conn: Connection, table: sa.Table, names: list[str], values: list[tuple[Any, ...]]) -> None:
@@ -196,6 +224,50 @@ def _insert_identities_concurrently(
     return dict(found.all())
 
 
+def sample_rows(
+    dataset_id: int,
+    ids: np.ndarray,
+    keys: Sequence[str],
+    identity_ids: np.ndarray | None,
+    role: str,
+    labels: Sequence[str | None] | None = None,
+    paths: Sequence[str | None] | None = None,
+    attributes: Sequence[dict[str, Any] | None] | None = None,
+    run_id: int | None = None,
+) -> Rows:
+    """Sample rows with pre-allocated ids, checked and encoded for :func:`insert`."""
+    member(SampleRole, role, "sample role")
+    count = len(keys)
+    for name, column in (
+        ("ids", ids),
+        ("identity_ids", identity_ids),
+        ("labels", labels),
+        ("paths", paths),
+        ("attributes", attributes),
+    ):
+        if column is not None and len(column) != count:
+            raise SynthdbError(f"{name} has {len(column)} entries for {count} sample keys")
+    none = [None] * count
+    if identity_ids is None:
+        idents = none
+    elif isinstance(identity_ids, np.ndarray) and identity_ids.dtype.kind in "iu":
+        idents = identity_ids.tolist()
+    else:  # a sequence that may hold None (samples without identity)
+        idents = [None if i is None else int(i) for i in identity_ids]
+    columns = {
+        "id": np.asarray(ids, dtype=np.int64).tolist(),
+        "dataset_id": [dataset_id] * count,
+        "identity_id": idents,
+        "key": list(keys),
+        "path": list(paths) if paths is not None else none,
+        "role": [str(role)] * count,
+        "label": list(labels) if labels is not None else none,
+        "attributes": list(attributes) if attributes is not None else none,
+        "run_id": [run_id] * count,
+    }
+    return encode(Sample.__table__, columns)
+
+
 def insert_samples(
     conn: Connection,
     dataset_id: int,
@@ -209,28 +281,4 @@ def insert_samples(
     run_id: int | None = None,
 ) -> None:
     """Insert sample rows with pre-allocated ids in one executemany (one COPY on PostgreSQL)."""
-    member(SampleRole, role, "sample role")
-    count = len(keys)
-    for name, column in (
-        ("ids", ids),
-        ("identity_ids", identity_ids),
-        ("labels", labels),
-        ("paths", paths),
-        ("attributes", attributes),
-    ):
-        if column is not None and len(column) != count:
-            raise SynthdbError(f"{name} has {len(column)} entries for {count} sample keys")
-    none = [None] * count
-    idents = none if identity_ids is None else [None if i is None else int(i) for i in identity_ids]
-    columns = {
-        "id": np.asarray(ids, dtype=np.int64).tolist(),
-        "dataset_id": [dataset_id] * count,
-        "identity_id": idents,
-        "key": list(keys),
-        "path": list(paths) if paths is not None else none,
-        "role": [str(role)] * count,
-        "label": list(labels) if labels is not None else none,
-        "attributes": list(attributes) if attributes is not None else none,
-        "run_id": [run_id] * count,
-    }
-    insert_columns(conn, Sample.__table__, columns)
+    insert(conn, sample_rows(dataset_id, ids, keys, identity_ids, role, labels, paths, attributes, run_id))

@@ -84,6 +84,21 @@ class ReservedSamples:
         fresh = {label: i for label, i in self.new_identities.items() if label not in committed}
         return ReservedSamples.of(self.new, self.ids, known, fresh)
 
+    def rows(self, dataset_id: int, run_id: int | None) -> bulk.Rows:
+        """The sample rows, encoded: the store builds them while it writes the shard files (no lock held)."""
+        new = self.new
+        return bulk.sample_rows(
+            dataset_id,
+            self.ids,
+            new.keys,
+            self.identity_ids,
+            new.role,
+            new.labels,
+            new.paths,
+            new.attributes,
+            run_id,
+        )
+
 
 @dataclass(frozen=True)
 class NewShard:
@@ -161,17 +176,24 @@ def make_visible(
     samples: ReservedSamples | None,
     issue_rows: Sequence[issues.Issue],
     checks: Sequence[ShapeCheck],
+    sample_rows: bulk.Rows | None = None,
 ) -> list[int]:
     """Insert every row of one commit in one transaction (step 3); return the new shard ids.
 
-    Raises :class:`IdentitiesMoved`, with nothing written, when another writer created one of the
-    identities ``samples`` meant to create.
+    ``sample_rows``: the rows of ``samples`` already encoded (:meth:`ReservedSamples.rows`), else they are
+    encoded here. Raises :class:`IdentitiesMoved`, with nothing written, when another writer created one of
+    the identities ``samples`` meant to create.
     """
     with catalog.begin() as conn:
         for check in checks:  # again under the lock: a writer of another size may have committed since
             check_shapes(conn, dataset_id, check)
         if samples is not None:
-            _insert_samples(conn, dataset_id, run_id, samples)
+            _insert_samples(
+                conn,
+                dataset_id,
+                samples,
+                sample_rows if sample_rows is not None else samples.rows(dataset_id, run_id),
+            )
         issues.insert(conn, issue_rows)
         return [
             conn.execute(
@@ -195,24 +217,12 @@ def make_visible(
         ]
 
 
-def _insert_samples(conn: Connection, dataset_id: int, run_id: int | None, samples: ReservedSamples) -> None:
-    """Create the reserved identities and the sample rows; raise IdentitiesMoved (the caller's transaction
-    then rolls back) when an identity exists now under another id than the files hold."""
+def _insert_samples(conn: Connection, dataset_id: int, samples: ReservedSamples, rows: bulk.Rows) -> None:
+    """Create the reserved identities and insert the sample rows; raise IdentitiesMoved (the caller's
+    transaction then rolls back) when an identity exists now under another id than the files hold."""
     if samples.new_identities:
         committed = bulk.insert_identities(conn, dataset_id, samples.new_identities)
         moved = {label: i for label, i in committed.items() if samples.new_identities[label] != i}
         if moved:
             raise IdentitiesMoved(moved)
-    new = samples.new
-    bulk.insert_samples(
-        conn,
-        dataset_id,
-        samples.ids,
-        new.keys,
-        samples.identity_ids,
-        new.role,
-        new.labels,
-        new.paths,
-        new.attributes,
-        run_id,
-    )
+    bulk.insert(conn, rows)

@@ -4,7 +4,8 @@ Steps, holding SQLite's write lock only for the two short transactions (1 and 4)
 
 1. reserve the ids of the new samples (and of new identities) in a short transaction of their own
    (:func:`synthdb.catalog.commits.reserve`: the shard files reference them), and check vector sizes;
-2. write each shard to ``staging/<uuid>.parquet`` and fsync it, holding no lock;
+2. write each shard to ``staging/<uuid>.parquet`` and fsync it, holding no lock (the sample rows are
+   encoded meanwhile, so step 4 only sends them);
 3. rename each file into ``shards/<dataset>/<content>/`` and fsync the directory;
 4. insert identities, sample rows, sample issues and the shard rows as ``committed``, in ONE transaction
    (:func:`synthdb.catalog.commits.make_visible`).
@@ -199,8 +200,11 @@ def commit(
     reserved = commits.reserve(catalog, dataset_id, samples, checks)
     while True:
         ids, idents = (reserved.ids, reserved.identity_ids) if reserved else (sample_ids, identity_ids)
-        files = _write_files(store, dataset_id, shards, tables, checks, ids, idents)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow's writers release the GIL meanwhile
+            encoding = pool.submit(reserved.rows, dataset_id, run_id) if reserved else None
+            files = _write_files(store, dataset_id, shards, tables, checks, ids, idents)
         try:
+            rows = encoding.result() if encoding else None
             shard_ids = commits.make_visible(
                 catalog,
                 dataset_id,
@@ -210,6 +214,7 @@ def commit(
                 samples=reserved,
                 issue_rows=issues,
                 checks=checks,
+                sample_rows=rows,
             )
         except commits.IdentitiesMoved as moved:
             _remove(files.paths)
