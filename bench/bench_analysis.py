@@ -308,12 +308,14 @@ def main() -> None:
     ap.add_argument(
         "--skip-histogram", action="store_true", help="No histogram (its spread check stops the run)."
     )
+    ap.add_argument("--skip-nearest", action="store_true", help="No nearest-identity check.")
     args = ap.parse_args()
     size = Sizes().quick() if args.quick else Sizes()
     print(f"identity analysis on the CPU; {environment()}", flush=True)
     results = [] if args.skip_histogram else bench_histogram(size, args)
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
-        results += bench_nearest(size, args, Path(tmp))
+        if not args.skip_nearest:
+            results += bench_nearest(size, args, Path(tmp))
         if not args.skip_ivf:
             results += bench_ivf_recall(size, Path(tmp))
             results += bench_ivf_million(size, args, Path(tmp))
