@@ -103,20 +103,30 @@ def shared_model(ctx: Context, names: list[str], model: str | None) -> str:
     raise SynthdbError(f"{which} have embeddings of {', '.join(common)}: name the embedder with --model")
 
 
-def _read_shard(
-    ref: ShardRef, column: str, out: np.ndarray, sample_ids: np.ndarray, identity_ids: np.ndarray
-):
-    table = parquet.read_table(ref.path, ["sample_id", "identity_id", column])
-    if table.num_rows != len(out):
+def _read_checked(ref: ShardRef, columns: list[str]) -> pa.Table:
+    """Columns of a shard whose row count is the catalog's (a mismatch means the file was replaced)."""
+    table = parquet.read_table(ref.path, columns)
+    if table.num_rows != ref.rows:
         raise SynthdbError(
-            f"shard {ref.path} has {table.num_rows} rows but the catalog says {len(out)}: run `synthdb fsck`"
+            f"shard {ref.path} has {table.num_rows} rows but the catalog says {ref.rows}: run `synthdb fsck`"
         )
+    return table
+
+
+def _vectors_into(ref: ShardRef, table: pa.Table, column: str, out: np.ndarray) -> None:
     values = table.column(column).combine_chunks()
     if not pa.types.is_fixed_size_list(values.type) or values.type.list_size != out.shape[1]:
         raise SynthdbError(
             f"column '{column}' of shard {ref.path} is not a {out.shape[1]}-float vector: run `synthdb fsck`"
         )
     out[:] = values.flatten().to_numpy(zero_copy_only=False).reshape(out.shape)
+
+
+def _read_shard(
+    ref: ShardRef, column: str, out: np.ndarray, sample_ids: np.ndarray, identity_ids: np.ndarray
+):
+    table = _read_checked(ref, ["sample_id", "identity_id", column])
+    _vectors_into(ref, table, column, out)
     sample_ids[:] = table.column("sample_id").to_numpy()
     identity_ids[:] = pc.fill_null(table.column("identity_id"), NO_IDENTITY).to_numpy()
 
@@ -295,11 +305,7 @@ def identity_centroids(
 
 
 def _read_ids(ref: ShardRef) -> tuple[np.ndarray, np.ndarray]:
-    table = parquet.read_table(ref.path, ["sample_id", "identity_id"])
-    if table.num_rows != ref.rows:
-        raise SynthdbError(
-            f"shard {ref.path} has {table.num_rows} rows but the catalog says {ref.rows}: run `synthdb fsck`"
-        )
+    table = _read_checked(ref, ["sample_id", "identity_id"])
     idents = pc.fill_null(table.column("identity_id"), NO_IDENTITY).to_numpy().astype(np.int64, copy=False)
     return table.column("sample_id").to_numpy().astype(np.int64, copy=False), idents
 
@@ -308,9 +314,9 @@ def _unit_shards(refs: list[ShardRef], column: str, width: int) -> Iterator[np.n
     """Each shard's vectors, normalised, in order; the next ``READ_AHEAD`` are read meanwhile (Arrow frees
     the GIL), so memory holds at most ``READ_AHEAD + 1`` shards."""
 
-    def read(ref: ShardRef) -> np.ndarray:
+    def read(ref: ShardRef) -> np.ndarray:  # the vectors only: the ids were read first
         out = np.empty((ref.rows, width), np.float32)
-        _read_shard(ref, column, out, np.empty(ref.rows, np.int64), np.empty(ref.rows, np.int64))
+        _vectors_into(ref, _read_checked(ref, [column]), column, out)
         return normalized(out, in_place=True)
 
     with ThreadPoolExecutor(READ_AHEAD) as pool:
