@@ -4,11 +4,11 @@ Why this shape: the reference computes an angle matrix per tile (``arccos`` on e
 calls ``torch.histogram``; at 10^5-10^6 samples that costs several times the matrix product itself. Here
 each tile is the matrix product and then integer work only:
 
-1. Samples are sorted by identity, so the intra-class pairs of a tile are a few rectangles whose flat
-   positions are computed with NumPy; no per-element class mask is ever built.
+1. Samples are sorted by identity, so the intra-class pairs of a tile's row are one run of columns; no
+   per-element class mask is ever built.
 2. Each tile's scalars ``t`` (the cosine of L2-normalised embeddings, or the squared Euclidean distance
    of latents, both straight from one GEMM) are mapped to one of ``CELLS`` (2^20) uniform cells of ``t``
-   by one multiply-add and a float-to-int conversion, and counted with ``bincount``. A lookup table built
+   by one multiply-add and a float-to-int conversion, and counted. A lookup table built
    once from the bin edges (precomputed in ``t``: ``cos(edge)`` or ``edge**2``; no ``arccos`` per pair)
    turns cell counts into bin counts.
 3. Cells within ``tolerance`` (+ one cell) of an edge are flagged; only the few values in flagged cells
@@ -20,13 +20,15 @@ each tile is the matrix product and then integer work only:
    ``inter = all - intra`` is exact and ``inter + intra = N(N-1)/2``.
 
 Only a ``rows x cols`` tile per worker is ever held, never N x N. On the CPU one worker thread per torch
-thread takes tile after tile and runs torch single-threaded: a tile's GEMM and its binning passes run on
-one core, with no fork and join between a tile's dozen ops, one worker's binning overlapping another's
-GEMM, and tiles small enough (4 MiB of ``t``) that the passes read them from the cache the GEMM wrote them
-to. The counts are integers summed over the workers and the closest pair breaks ties on ``(i, j)``, so
-neither depends on the thread count or on which worker visited which tile. On a CUDA device one worker
-runs every step as a torch op on the GPU. The fine cell counts are kept: they give the score
-distributions, EER and the mean distance of ``separability`` at 2^-20 resolution without a second pass.
+thread takes tile after tile and runs torch single-threaded: a tile's GEMM and then one compiled pass over
+it (:mod:`synthdb.analysis.tile_counts`: cells, flags, intra-class runs and the closest pair at ~2 ns a
+pair, where a dozen torch ops took ~7) run on one core, one worker's pass overlapping another's GEMM, and
+tiles small enough (4 MiB of ``t``) that the pass reads them from the cache the GEMM wrote them to. The
+counts are integers summed over the workers and the closest pair breaks ties on ``(i, j)``, so neither
+depends on the thread count or on which worker visited which tile. On a CUDA device one worker runs every
+step as a torch op on the GPU (:meth:`EdgeBinner.add`; the same bins). The fine cell counts are kept: they
+give the score distributions, EER and the mean distance of ``separability`` at 2^-20 resolution without a
+second pass.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 from synthdb import distributed
 from synthdb.analysis import binning
 from synthdb.analysis.pair_sample import CONFIDENCE, InterPairSampler, inter_pairs, simultaneous_bounds
+from synthdb.analysis.tile_counts import bin_exact, count_tile
 from synthdb.analysis.vectors import identity_blocks, load_vectors, normalized, spaces
 from synthdb.angles import from_cosine
 from synthdb.catalog.datasets import dataset_id as lookup_dataset_id
@@ -65,6 +68,8 @@ _U32 = 2.0**-24  # unit roundoff of float32
 CPU_TILE = (512, 2048)
 """Rows of a panel, columns of a tile: 4 MiB of ``t``, binned while still in cache. Panels of 512 rows run the
 GEMM faster than 256 x 4096 did (a scan of 20,000 x 512 took 11 % less on an AVX-512 CPU)."""
+FLUSH_VALUES = np.iinfo(np.int32).max
+"""The compiled pass counts cells in int32 (:meth:`_Worker.flush`), added to the counts before this many."""
 SAMPLE_VALUES = 1 << 21  # vector entries gathered per chunk of sampled pairs (16 MiB in float64)
 GPU_TILE = (8192, 65_536)
 
@@ -182,9 +187,13 @@ class EdgeBinner:
         lo, hi = (int(v) for v in torch.aminmax(cells))
         span = torch.bincount(cells.sub_(lo), minlength=hi - lo + 1)
         counts.fine[lo : hi + 1] += span.cpu().numpy()
-        if where.numel() == 0:
-            return
-        t = values.reshape(-1)[where].double()
+        if where.numel():
+            self.add_exact(values.reshape(-1)[where], counts)
+
+    def add_exact(self, values: torch.Tensor, counts: Counts) -> None:
+        """Bin values of flagged cells one by one, in float64, and count those within the tolerance of an
+        edge (``near``)."""
+        t = values.double()
         counts.exact += torch.bincount(self.exact_bins(t), minlength=self.bins + 2).cpu().numpy()
         clamped = t.clamp(*self.clamp)
         i = torch.bucketize(clamped, self._t_edges_dev).clamp(1, len(self.t_edges) - 1)
@@ -194,13 +203,9 @@ class EdgeBinner:
         counts.near += torch.bincount(nearest[close], minlength=self.bins + 1).cpu().numpy()
 
     def _flagged(self, cells: torch.Tensor) -> torch.Tensor:
-        """Positions of the values in flagged cells: ``index_select`` takes the int32 cells as they are
-        (plain indexing converts them to int64 first, several times slower), and on the CPU NumPy finds
-        the few True values of a bool array several times faster than torch's ``nonzero``."""
-        flags = self._flags_dev.index_select(0, cells)
-        if self.device.type == "cpu":
-            return torch.from_numpy(np.flatnonzero(flags.numpy()))
-        return flags.nonzero().squeeze(1)
+        """Positions of the values in flagged cells (``index_select`` takes the int32 cells as they are;
+        plain indexing converts them to int64 first, several times slower)."""
+        return self._flags_dev.index_select(0, cells).nonzero().squeeze(1)
 
     def near_by_edge(self, counts: Counts) -> np.ndarray:
         """Pairs within the tolerance of each distance edge, in the order of ``edges``."""
@@ -360,7 +365,8 @@ def _better(a: Extreme, b: Extreme | None, largest: bool) -> bool:
 class _Worker:
     """One thread's share of a scan: its GEMM output and binning scratch, sized for the largest tile and
     reused from tile to tile (so a tile's binning passes read it from the cache its GEMM just wrote), its
-    counts and its closest inter-class pair."""
+    counts and its closest inter-class pair. On the CPU (``compiled``) a tile is counted by one compiled
+    pass (:mod:`synthdb.analysis.tile_counts`); on a GPU, or with ``compiled`` False, by torch ops."""
 
     def __init__(
         self,
@@ -369,32 +375,80 @@ class _Worker:
         blocks: tuple[np.ndarray, np.ndarray],
         values: int,
         all_pairs: bool,
+        compiled: bool,
     ) -> None:
         self.binner, (self.left, self.right), (self.lo_id, self.hi_id) = binner, factors, blocks
+        self.compiled = compiled
         device = self.left.device
         self.output = torch.empty(values, dtype=torch.float32, device=device)
-        self.scratch = torch.empty(values, dtype=torch.int32, device=device)
         self.all = binner.new_counts() if all_pairs else None
         self.intra = binner.new_counts()
         self.extreme: Extreme | None = None
+        if compiled:  # cell counts and flagged positions of all pairs and of the intra-class ones
+            self.where = (np.empty(values, np.int32), np.empty(values, np.int32))
+            self.cells = (np.zeros(CELLS, np.int32), np.zeros(CELLS, np.int32))
+            self.pending = 0  # values counted into ``cells`` since they were last added to the counts
+        else:  # cells, reused from tile to tile
+            self.scratch = torch.empty(values, dtype=torch.int32, device=device)
 
     def visit(self, at: Tile) -> None:
         """The tile's GEMM, its pairs counted, and its closest inter-class pair kept if it beats this
         worker's closest so far."""
-        binner, device = self.binner, self.left.device
         shape = (at.r1 - at.r0, at.c1 - at.c0)
         out = self.output[: shape[0] * shape[1]].view(shape)
-        flat = torch.mm(self.left[at.r0 : at.r1], self.right[at.c0 : at.c1].T, out=out).view(-1)
+        torch.mm(self.left[at.r0 : at.r1], self.right[at.c0 : at.c1].T, out=out)
+        found = self._count_compiled(at, out) if self.compiled else self._count_torch(at, out.view(-1))
+        if found is None:
+            return
+        value, k = found
+        candidate = (value, at.r0 + k // shape[1], at.c0 + k % shape[1])
+        if _better(candidate, self.extreme, self.binner.metric == ANGLE):
+            self.extreme = candidate
+
+    def flush(self) -> None:
+        """Add the compiled pass's int32 cell counts to the int64 counts. They are int32 because the per-value
+        increments are bound by the cache, and half the bytes of int64 ran the pass in half the time; a tile
+        adds at most its size to a cell, so they are flushed before 2^31 values could overflow one."""
+        if self.compiled:
+            for cells, counts in zip(self.cells, (self.all, self.intra), strict=True):
+                if counts is not None:
+                    counts.fine += cells
+                cells[:] = 0
+            self.pending = 0
+
+    def _count_compiled(self, at: Tile, out: torch.Tensor) -> tuple[float, int] | None:
+        """Counts by :func:`count_tile`, then the values of flagged cells binned exactly."""
+        binner, every = self.binner, self.all
+        if self.pending + out.numel() > FLUSH_VALUES:
+            self.flush()
+        self.pending += out.numel()
+        intra = (self.lo_id[at.r0 : at.r1] - at.c0, self.hi_id[at.r0 : at.r1] - at.c0)
+        grid = (binner.scale, binner.offset, binner.flagged)
+        largest = binner.metric == ANGLE
+        n_all, n_intra, extreme = count_tile(
+            out.numpy(), at.diagonal, intra, every is not None, largest, grid, self.cells, self.where
+        )
+        flat = out.view(-1).numpy()
+        for counts, where in ((every, self.where[0][:n_all]), (self.intra, self.where[1][:n_intra])):
+            if counts is not None and len(where):
+                bin_exact(flat, where, binner.t_edges, largest, binner.tolerance, (counts.exact, counts.near))
+        return extreme
+
+    def _count_torch(self, at: Tile, flat: torch.Tensor) -> tuple[float, int] | None:
+        """Counts by torch ops on the tile's device (:meth:`EdgeBinner.add`): the triangle and the intra
+        rectangles gathered, then the closest pair from the tile with the intra-class pairs masked."""
+        binner, device = self.binner, flat.device
+        columns = at.c1 - at.c0
         positions = torch.from_numpy(_intra_positions(self.lo_id, self.hi_id, at.r0, at.r1, at.c0, at.c1))
         positions = positions.to(device)
         if at.diagonal and self.all is not None:
-            upper, rest = _triangle(shape[1], device)
+            upper, rest = _triangle(columns, device)
         if self.all is not None:
             binner.add(flat[upper] if at.diagonal else flat, self.all, self.scratch)
         if positions.numel():
             binner.add(flat[positions], self.intra, self.scratch)
         if self.all is None:
-            return
+            return None
         largest = binner.metric == ANGLE
         worst = -math.inf if largest else math.inf
         flat.index_fill_(0, positions, worst)
@@ -402,11 +456,8 @@ class _Worker:
             flat.index_fill_(0, rest, worst)
         value = float(flat.max() if largest else flat.min())  # no index: several times faster
         if value == worst or (self.extreme is not None and _better(self.extreme, (value, -1, -1), largest)):
-            return
-        k = int((flat == value).to(torch.uint8).argmax())  # the first: the tile's smallest (i, j)
-        candidate = (value, at.r0 + k // shape[1], at.c0 + k % shape[1])
-        if _better(candidate, self.extreme, largest):
-            self.extreme = candidate
+            return None
+        return value, int((flat == value).to(torch.uint8).argmax())  # the first: the tile's smallest (i, j)
 
 
 def _in_threads(workers: Sequence[_Worker], work: Sequence[Tile], advance: Callable[[int], None]) -> None:
@@ -462,6 +513,7 @@ def scan_pairs(
     tile: tuple[int, int] | None = None,
     quiet: bool = True,
     group: Group = SOLO,
+    compiled: bool | None = None,
 ) -> tuple[Counts | None, Counts, Extreme | None]:
     """Tile over pairs i < j of rows sorted by identity (``starts``: identity block starts), with
     ``t_ij = left_i . right_j``; count all pairs (if ``all_pairs``) and the intra-class ones.
@@ -469,7 +521,8 @@ def scan_pairs(
     Returns ``(all, intra, extreme)`` summed over the worker threads (one per torch thread on the CPU, one
     on a GPU), where ``extreme`` is the inter-class pair with the largest ``t`` (angles) or smallest
     (Euclidean) as ``(t, i, j)`` in sorted positions. Under ``group`` this rank visits its share of the
-    tiles only (:meth:`Group.deal`), and the progress counts its tiles.
+    tiles only (:meth:`Group.deal`), and the progress counts its tiles. ``compiled``: count each tile by
+    one compiled pass (default on a CPU) instead of torch ops (a GPU's way; the counts are the same).
     """
     device = left.device
     rows, cols = tile or (GPU_TILE if device.type == "cuda" else CPU_TILE)
@@ -478,7 +531,8 @@ def scan_pairs(
     mine = group.deal(tiles(blocks[1], rows, cols, all_pairs))
     values = max(((at.r1 - at.r0) * (at.c1 - at.c0) for at in mine), default=0)
     threads = max(1, min(len(mine), torch.get_num_threads() if device.type == "cpu" else 1))
-    workers = [_Worker(binner, (left, right), blocks, values, all_pairs) for _ in range(threads)]
+    compiled = device.type == "cpu" if compiled is None else compiled
+    workers = [_Worker(binner, (left, right), blocks, values, all_pairs, compiled) for _ in range(threads)]
     with progress_bar(len(mine), "pair tiles", quiet) as advance:
         if threads == 1:
             for at in mine:
@@ -488,6 +542,7 @@ def scan_pairs(
             _in_threads(workers, mine, advance)
     extreme: Extreme | None = None
     for worker in workers:
+        worker.flush()
         if worker.extreme is not None and _better(worker.extreme, extreme, binner.metric == ANGLE):
             extreme = worker.extreme
     intra = sum((w.intra for w in workers[1:]), workers[0].intra)

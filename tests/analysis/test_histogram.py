@@ -138,19 +138,35 @@ def test_histogram_over_committed_shards(ctx: Context, tmp_path: Path) -> None:
         histogram(ctx, "syn", bins=0, quiet=True)
 
 
-def test_gpu_flag_path_counts_like_the_cpu_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The torch gather used on a GPU, run on the CPU, finds the same flagged values as the NumPy one."""
-    from synthdb.analysis.histogram import EdgeBinner
+@pytest.mark.parametrize(("metric", "all_pairs"), [("angle", True), ("euclidean", True), ("angle", False)])
+def test_compiled_tile_pass_counts_like_the_torch_ops(metric: str, all_pairs: bool) -> None:
+    """The CPU's compiled pass and the torch ops a GPU runs (here on the CPU) give the same bins, edge counts
+    and closest pair, over diagonal and rectangular tiles that cut identities, with tied values on an edge
+    (identical vectors: cosine 1, distance 0, both the first bin's edge)."""
+    import torch
 
-    vectors, ids = clustered(50, 10, 32, 0.8, seed=4)
-    cpu = scan(vectors, ids, bins=64)
-    monkeypatch.setattr(
-        EdgeBinner, "_flagged", lambda self, cells: self._flags_dev[cells.long()].nonzero()[:, 0]
-    )
-    torch_path = scan(vectors, ids, bins=64)
-    for a, b in ((cpu.inter, torch_path.inter), (cpu.intra, torch_path.intra)):
-        assert (
-            np.array_equal(a.fine, b.fine)
-            and np.array_equal(a.exact, b.exact)
-            and np.array_equal(a.near, b.near)
-        )
+    from synthdb.analysis.histogram import EdgeBinner, prepare, scan_pairs, uniform_edges
+    from synthdb.analysis.vectors import identity_blocks
+
+    vectors, ids = clustered(30, 9, 48, 0.8, seed=5)
+    ids[:40] = 999  # one identity wider than a tile
+    vectors[3] = vectors[100]  # a tie for the closest pair
+    vectors[7] = vectors[100]
+    order, _, starts = identity_blocks(ids)
+    left, right, t_range, tolerance, top = prepare(vectors[order], metric, torch.device("cpu"))
+    edges = uniform_edges(77, (0.0, math.pi if metric == "angle" else top))
+    binner = EdgeBinner(metric, edges, t_range, tolerance, torch.device("cpu"))
+    runs = [scan_pairs(left, right, starts, binner, all_pairs, (23, 57), compiled=c) for c in (True, False)]
+    (all_a, intra_a, extreme_a), (all_b, intra_b, extreme_b) = runs
+    assert (all_a is None) == (all_b is None) == (not all_pairs)
+    for a, b in ((intra_a, intra_b), (all_a, all_b)) if all_pairs else ((intra_a, intra_b),):
+        assert np.array_equal(binner.finish(a), binner.finish(b))
+        assert np.array_equal(a.near, b.near)
+        assert a.fine.sum() == b.fine.sum() > 0
+        # a value may land one cell apart (the torch op may fuse the multiply-add, rounding once), no further
+        assert np.all(abs(np.cumsum(a.fine - b.fine))[:-1] <= a.fine[1:] + b.fine[1:])
+    assert extreme_a == extreme_b
+    if all_pairs:
+        n = len(ids)
+        assert binner.finish(all_a).sum() == n * (n - 1) // 2
+        assert extreme_a is not None and extreme_a[1] < extreme_a[2]
