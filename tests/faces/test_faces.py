@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from kornia.geometry.transform import invert_affine_transform as invert_affine
 from PIL import Image
 
@@ -31,6 +32,7 @@ from synthdb.faces.align import (
     ffhq_quad,
     fixed_crop,
     fixed_crop_box,
+    get_preset,
     template_matrix,
     warp,
 )
@@ -399,6 +401,25 @@ def test_fixed_crop_matches_the_reference_rectangles() -> None:
     assert images.grad.abs().sum() > 0
     with pytest.raises(SynthdbError, match="ffhq256"):
         fixed_crop(torch.rand(1, 3, 100, 100), "ffhq256", "arcface")
+
+
+@pytest.mark.parametrize(("preset", "size"), [("digiface64", 64), ("ffhq256", 256), ("ffhq128", 128)])
+@pytest.mark.parametrize("out_preset", ["dlib150", "arcface", "sf2_feat"])
+def test_fixed_crop_resizes_like_torchs_antialiased_bicubic(preset: str, size: int, out_preset: str) -> None:
+    """The crop's resize matrices are torch's own resize: the same pixels (to float32 rounding on [0, 255])
+    and, being linear, the same gradient."""
+    images = (torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255).requires_grad_()
+    x0, y0, x1, y1 = fixed_crop_box(preset, out_preset)
+    region = F.pad(images, (max(-x0, 0), max(x1 - size, 0), max(-y0, 0), max(y1 - size, 0)))
+    region = region[:, :, y0 + max(-y0, 0) : y1 + max(-y0, 0), x0 + max(-x0, 0) : x1 + max(-x0, 0)]
+    out_size = get_preset(out_preset).size
+    want = F.interpolate(region, size=out_size, mode="bicubic", align_corners=False, antialias=True)
+    got = fixed_crop(images, preset, out_preset)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+    probe = torch.rand(want.shape, generator=torch.Generator().manual_seed(1))
+    (grad_want,) = torch.autograd.grad(want, images, probe)
+    (grad_got,) = torch.autograd.grad(got, images, probe)
+    torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-4)
 
 
 def test_ffhq_quad_of_an_upright_face() -> None:
