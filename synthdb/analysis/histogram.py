@@ -522,7 +522,7 @@ def scan_pairs(
     on a GPU), where ``extreme`` is the inter-class pair with the largest ``t`` (angles) or smallest
     (Euclidean) as ``(t, i, j)`` in sorted positions. Under ``group`` this rank visits its share of the
     tiles only (:meth:`Group.deal`), and the progress counts its tiles. ``compiled``: count each tile by
-    one compiled pass (default on a CPU) instead of torch ops (a GPU's way; the counts are the same).
+    one compiled pass (default on a CPU) instead of torch ops (a GPU's way; the same bins and edge counts).
     """
     device = left.device
     rows, cols = tile or (GPU_TILE if device.type == "cuda" else CPU_TILE)
@@ -532,6 +532,8 @@ def scan_pairs(
     values = max(((at.r1 - at.r0) * (at.c1 - at.c0) for at in mine), default=0)
     threads = max(1, min(len(mine), torch.get_num_threads() if device.type == "cpu" else 1))
     compiled = device.type == "cpu" if compiled is None else compiled
+    if compiled and values > np.iinfo(np.int32).max:  # cell counts and positions are int32
+        raise SynthdbError(f"a tile of {values} pairs is too large to count on the CPU: use tiles < 2^31")
     workers = [_Worker(binner, (left, right), blocks, values, all_pairs, compiled) for _ in range(threads)]
     with progress_bar(len(mine), "pair tiles", quiet) as advance:
         if threads == 1:

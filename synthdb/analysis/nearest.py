@@ -53,8 +53,8 @@ from synthdb.store.commit import TableSpec, commit
 BY = ("identity", "sample", "all")
 RESULT_SPACE = CheckKind.NEAREST
 SEARCH_BATCH = 4096
-"""Queries per search call: FAISS's exact search multiplies in blocks of 4,096 queries anyway, and a call per
-block lets the progress line move (one call of 10,000 queries printed "0/10000" until it was done)."""
+"""Queries per search call: FAISS's flat (exact) CPU index multiplies in blocks of 4,096 queries anyway, and
+a call per block lets the progress line move (one call of 10,000 queries printed "0/10000" until done)."""
 
 
 @dataclass(frozen=True)

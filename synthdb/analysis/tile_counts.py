@@ -7,9 +7,11 @@ per value while the tile is in cache costs ~2 ns per value. It is compiled by nu
 second, once per process; numba is imported only then, so the CLI does not pay for it) and releases the GIL,
 so the histogram's worker threads run it side by side.
 
-The arithmetic is the torch path's (``EdgeBinner.add``): cell ``= int(t * scale + offset)`` in float32,
-clamped into the grid (its first and last cells are flagged, so a clamped value is binned exactly). Every
-value in a flagged cell is listed for exact binning, so the bins do not depend on which path counted them.
+The arithmetic is the torch path's (``EdgeBinner.add``): cell ``= int(t * scale + offset)`` in float32 (two
+roundings; torch's vectorised op may fuse the multiply-add, so a value can land one cell apart), clamped into
+the grid (its first and last cells are flagged, so a clamped value is binned exactly). Every value within the
+tolerance of an edge lies in a flagged cell either way, and every value in a flagged cell is binned exactly,
+so the bins and edge counts do not depend on which path counted them.
 """
 
 from __future__ import annotations

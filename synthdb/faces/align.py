@@ -414,21 +414,26 @@ def fixed_crop(images: torch.Tensor, in_preset: str | CropPreset,
     region = F.pad(images, padding)[:, :, y0 + padding[2]: y1 + padding[2], x0 + padding[0]: x1 + padding[0]]
     if tuple(region.shape[-2:]) == dst.size:
         return region
-    rows = _resize_matrix(region.shape[-2], dst.size[0]).to(region)
-    cols = _resize_matrix(region.shape[-1], dst.size[1]).to(region)
+    if not region.is_floating_point():
+        region = region.float()
+    rows = _resize_matrix(region.shape[-2], dst.size[0], region.dtype, region.device)
+    cols = _resize_matrix(region.shape[-1], dst.size[1], region.dtype, region.device)
     return rows @ region @ cols.T
 
 
 @functools.cache
-def _resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in): torch's antialiased bicubic resize along one axis as a matrix, read off by resizing the
-    unit vectors. The resize is separable and linear, so ``rows @ image @ cols.T`` is the same map (to float32
-    rounding) as ``F.interpolate(..., antialias=True)``, whose backward on the CPU cost 5x its forward:
-    generation backpropagates through this crop for every image (Langevin, Dispersion), and the two matrix
-    products are cheap both ways."""
-    units = torch.eye(n_in).reshape(1, n_in, 1, n_in)  # n_in one-row images, each a unit vector
-    resized = F.interpolate(units, size=(1, n_out), mode="bicubic", align_corners=False, antialias=True)
-    return resized.reshape(n_in, n_out).T.contiguous()
+def _resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n_out, n_in): torch's antialiased bicubic resize along one axis as a matrix, read off by resizing
+    the unit vectors in ``dtype`` (float32 for half types). The resize is separable and linear, so
+    ``rows @ image @ cols.T`` is the same map (to rounding) as ``F.interpolate(..., antialias=True)``, whose
+    backward on the CPU cost 5x its forward: generation backpropagates through this crop for every image
+    (Langevin, Dispersion), and the two matrix products are cheap both ways. Built outside any inference
+    mode, so a cached matrix can be saved for a later backward; read-only to its callers."""
+    with torch.inference_mode(False), torch.no_grad():
+        exact = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # torch's own weights
+        units = torch.eye(n_in, dtype=exact).reshape(1, n_in, 1, n_in)  # one-row unit-vector images
+        resized = F.interpolate(units, size=(1, n_out), mode="bicubic", align_corners=False, antialias=True)
+        return resized.reshape(n_in, n_out).T.to(dtype=dtype, device=device).contiguous()
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -422,6 +422,19 @@ def test_fixed_crop_resizes_like_torchs_antialiased_bicubic(preset: str, size: i
     torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-4)
 
 
+def test_crop_matrices_cached_under_inference_mode_still_backpropagate() -> None:
+    """A resize matrix first built under ``torch.inference_mode`` (an embedding job) is cached; a later
+    generation job saves it for its backward pass, which an inference tensor would refuse."""
+    from synthdb.faces.align import _resize_matrix
+
+    with torch.inference_mode():
+        cached = _resize_matrix(37, 91, torch.float32, torch.device("cpu"))
+    x = torch.rand(2, 37, 5, requires_grad=True)
+    (_resize_matrix(37, 91, torch.float32, torch.device("cpu")) @ x).sum().backward()
+    assert _resize_matrix(37, 91, torch.float32, torch.device("cpu")) is cached
+    torch.testing.assert_close(x.grad[0, :, 0], cached.sum(0))
+
+
 def test_ffhq_quad_of_an_upright_face() -> None:
     """Eyes 100 px apart, mouth 100 px below: a 400-px axis-aligned square centred 10 px below the eyes."""
     points = torch.tensor([[(250.0, 200.0), (150.0, 200.0), (200.0, 250.0), (240.0, 300.0), (160.0, 300.0)]])
