@@ -18,15 +18,26 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+_BUILDING = threading.Lock()
+Kernels = tuple[Callable[..., tuple[int, int, float, int]], Callable[..., None]]
+
+
+def _compiled() -> Kernels:
+    """The kernels, compiled on the first call of :func:`count_tile` in this process. The histogram's worker
+    threads all make that first call at once: the lock has one of them build the kernels and the others wait
+    for them (``functools.cache`` alone let each thread build and compile its own, 1.3 s more per scan)."""
+    with _BUILDING:
+        return _build()
+
 
 @functools.cache
-def _compiled() -> tuple[Callable[..., tuple[int, int, float, int]], Callable[..., None]]:
-    """The kernels, compiled on the first call of :func:`count_tile` in this process."""
+def _build() -> Kernels:
     import numba
 
     options = {"nogil": True, "boundscheck": False, "cache": False}

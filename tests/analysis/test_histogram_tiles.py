@@ -78,3 +78,25 @@ def test_cell_table_bins_every_unflagged_cell_like_its_middle(
     keep = ~binner.flagged
     assert keep.sum() > CELLS // 2
     assert np.array_equal(binner.lut[keep], every[keep])
+
+
+def test_worker_threads_build_the_compiled_kernels_once() -> None:
+    """Every worker thread makes its first compiled call at once; one builds the kernels, the others use them
+    (each building its own compiled them all again, a second per thread)."""
+    from synthdb.analysis import tile_counts
+
+    tile_counts._build.cache_clear()
+    start = threading.Barrier(4)
+    got: list[object] = []
+
+    def first_call() -> None:
+        start.wait()
+        got.append(tile_counts._compiled())
+
+    threads = [threading.Thread(target=first_call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 4 and all(kernels is got[0] for kernels in got)
+    assert tile_counts._build.cache_info().misses == 1
